@@ -1,0 +1,1 @@
+"""Shared pieces of the recommender: settings, data set, paths and the in-process pipeline."""

@@ -1,0 +1,117 @@
+"""Typed settings loaded from the one YAML file (config/default.yaml).
+
+Every component takes a `Settings` (or one of its sections) instead of reading
+files or environment variables of its own, so one value changes everything downstream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "default.yaml"
+
+# Composing models in the order they must be loaded; the ensemble comes last because
+# Triton refuses an ensemble whose steps are not loaded yet.
+ENSEMBLE_NAME = "recommender"
+STAGE_MODEL_NAMES: tuple[str, ...] = (
+    "user_features",
+    "retrieval",
+    "item_features",
+    "ranking",
+    "reorder",
+)
+MODEL_LOAD_ORDER: tuple[str, ...] = (*STAGE_MODEL_NAMES, ENSEMBLE_NAME)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataSettings(_Section):
+    seed: int = 7
+    num_users: int = Field(3000, ge=10)
+    num_items: int = Field(1500, ge=10)
+    impressions_per_user: int = Field(40, ge=2)
+    latent_dim: int = Field(8, ge=1)
+    popularity_skew: float = Field(1.1, ge=0.0)
+    missing_rate: float = Field(0.1, ge=0.0, lt=1.0)
+    num_zipcodes: int = Field(20000, ge=1)
+    num_brands: int = Field(600, ge=1)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class WorkflowSettings(_Section):
+    hash_buckets_zipcode: int = Field(2048, ge=2)
+    brand_freq_threshold: int = Field(3, ge=0)
+
+
+class TrainingSettings(_Section):
+    seed: int = 11
+    embedding_dim: int = Field(16, ge=2)
+    tower_dim: int = Field(32, ge=2)
+    retrieval_epochs: int = Field(6, ge=1)
+    ranking_epochs: int = Field(4, ge=1)
+    batch_size: int = Field(1024, ge=8)
+    learning_rate: float = Field(0.005, gt=0.0)
+    recall_k: int = Field(50, ge=1)
+
+
+class ServingSettings(_Section):
+    num_candidates: int = Field(100, ge=1)
+    default_top_k: int = Field(10, ge=1)
+    max_top_k: int = Field(100, ge=1)
+    max_exclude: int = Field(1000, ge=0)
+    max_batch_size: int = Field(64, ge=1)
+    max_queue_delay_microseconds: int = Field(500, ge=0)
+    instance_count: int = Field(1, ge=1)
+    instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
+    ranking_backend: Literal["python", "pytorch_libtorch"] = "python"
+    torch_threads: int = Field(1, ge=1)
+
+
+class ServerSettings(_Section):
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    metrics_port: int = Field(8002, ge=1, le=65535)
+    bind_address: str = "127.0.0.1"
+    model_control_mode: Literal["explicit", "poll", "none"] = "explicit"
+    strict_readiness: bool = True
+    exit_on_error: bool = True
+    log_verbose: int = Field(0, ge=0)
+    python_shm_default_byte_size: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
+    restricted_api_header: str = "triton-admin-key"
+
+
+class Settings(_Section):
+    data: DataSettings = DataSettings()
+    workflows: WorkflowSettings = WorkflowSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+    server: ServerSettings = ServerSettings()
+
+
+class SettingsError(ValueError):
+    """A configuration file that cannot be used, with the file and field named."""
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load settings from `path`, $RECSYS_CONFIG, or config/default.yaml, in that order."""
+    config_path = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {config_path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {config_path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {config_path} must hold a mapping at the top level")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(f"config file {config_path} is invalid:\n{exc}") from exc

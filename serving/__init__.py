@@ -1,0 +1,1 @@
+"""Triton serving: model-repository generation, server launcher and Triton model code."""

@@ -1,0 +1,1 @@
+"""Two-tower retrieval and DLRM ranking: models, training loops, metrics and export."""

@@ -1,0 +1,150 @@
+"""Plain PyTorch modules: a two-tower retriever and a DLRM ranker.
+
+The DLRM follows the paper and TorchRec's module layout (sparse embeddings, bottom MLP
+over dense features, pairwise dot interaction, top MLP). merlin-models' DLRMModel trains
+on this stack but cannot be scripted for serving, so we keep plain nn.Modules that
+`torch.jit.script` accepts; the serving wrappers fix the tensor layout Triton sees.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if final_activation or index < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class CategoricalEmbeddings(nn.Module):
+    """One embedding table per categorical column: [N, n_columns] -> [N, n_columns, dim]."""
+
+    def __init__(self, cardinalities: list[int], dim: int) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(c, dim) for c in cardinalities)
+        for table in self.tables:
+            nn.init.normal_(table.weight, std=0.05)
+
+    def forward(self, categorical: torch.Tensor) -> torch.Tensor:
+        columns = [table(categorical[:, i]) for i, table in enumerate(self.tables)]
+        return torch.stack(columns, dim=1)
+
+
+class Tower(nn.Module):
+    """Embeddings + continuous features -> MLP -> L2-normalised vector."""
+
+    def __init__(self, cardinalities: list[int], n_continuous: int, emb_dim: int, out_dim: int):
+        super().__init__()
+        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim)
+        width = len(cardinalities) * emb_dim + n_continuous
+        self.mlp = mlp([width, 2 * out_dim, out_dim], final_activation=False)
+
+    def forward(self, categorical: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        embedded = self.embeddings(categorical).flatten(1)
+        hidden = self.mlp(torch.cat([embedded, continuous], dim=1))
+        return nn.functional.normalize(hidden, dim=1)
+
+
+class TwoTower(nn.Module):
+    """Query and item towers trained with in-batch negatives (sampled softmax)."""
+
+    def __init__(
+        self,
+        user_cardinalities: list[int],
+        n_user_continuous: int,
+        item_cardinalities: list[int],
+        n_item_continuous: int,
+        emb_dim: int,
+        out_dim: int,
+        temperature: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.query_tower = Tower(user_cardinalities, n_user_continuous, emb_dim, out_dim)
+        self.item_tower = Tower(item_cardinalities, n_item_continuous, emb_dim, out_dim)
+        self.temperature = temperature
+
+    def in_batch_loss(
+        self,
+        user_cat: torch.Tensor,
+        user_cont: torch.Tensor,
+        item_cat: torch.Tensor,
+        item_cont: torch.Tensor,
+        item_log_popularity: torch.Tensor,
+    ) -> torch.Tensor:
+        queries = self.query_tower(user_cat, user_cont)
+        items = self.item_tower(item_cat, item_cont)
+        # logQ correction: popular items appear as negatives more often than the
+        # catalog would, so their logits are discounted by their sampling probability.
+        logits = queries @ items.T / self.temperature - item_log_popularity[None, :]
+        labels = torch.arange(len(queries))
+        # Rows where the same item is the positive for several users are not negatives.
+        item_ids = item_cat[:, 0]
+        same_item = (item_ids[None, :] == item_ids[:, None]) & ~torch.eye(
+            len(queries), dtype=torch.bool
+        )
+        logits = logits.masked_fill(same_item, -1e9)
+        return nn.functional.cross_entropy(logits, labels)
+
+
+class DLRM(nn.Module):
+    """DLRM: sparse embeddings, bottom MLP, pairwise dot interaction, top MLP -> logit."""
+
+    def __init__(self, cardinalities: list[int], n_dense: int, emb_dim: int) -> None:
+        super().__init__()
+        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim)
+        self.bottom_mlp = mlp([n_dense, 32, emb_dim])
+        n_vectors = len(cardinalities) + 1
+        n_pairs = n_vectors * (n_vectors - 1) // 2
+        self.top_mlp = mlp([emb_dim + n_pairs, 64, 32, 1], final_activation=False)
+        rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
+        self.register_buffer("pair_rows", rows, persistent=False)
+        self.register_buffer("pair_cols", cols, persistent=False)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        dense_vector = self.bottom_mlp(dense)
+        vectors = torch.cat([dense_vector[:, None, :], self.embeddings(sparse)], dim=1)
+        interactions = torch.bmm(vectors, vectors.transpose(1, 2))
+        pairs = interactions[:, self.pair_rows, self.pair_cols]
+        return self.top_mlp(torch.cat([dense_vector, pairs], dim=1)).squeeze(1)
+
+
+class QueryEncoder(nn.Module):
+    """Serving form of the query tower: user features -> query vectors [B, D]."""
+
+    def __init__(self, tower: Tower) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, user_categorical: torch.Tensor, user_continuous: torch.Tensor) -> torch.Tensor:
+        return self.tower(user_categorical, user_continuous)
+
+
+class RankingScorer(nn.Module):
+    """Serving form of the DLRM: one user against C candidates -> click probabilities [B, C].
+
+    Input names match the Triton tensors, so the same TorchScript file runs in the Python
+    backend here and in the `pytorch_libtorch` backend of a production image.
+    """
+
+    def __init__(self, dlrm: DLRM) -> None:
+        super().__init__()
+        self.dlrm = dlrm
+
+    def forward(
+        self,
+        user_categorical: torch.Tensor,
+        user_continuous: torch.Tensor,
+        item_categorical: torch.Tensor,
+        item_continuous: torch.Tensor,
+    ) -> torch.Tensor:
+        batch, candidates = item_categorical.shape[0], item_categorical.shape[1]
+        user_cat = user_categorical[:, None, :].expand(batch, candidates, -1)
+        user_cont = user_continuous[:, None, :].expand(batch, candidates, -1)
+        sparse = torch.cat([user_cat, item_categorical], dim=2).reshape(batch * candidates, -1)
+        dense = torch.cat([user_cont, item_continuous], dim=2).reshape(batch * candidates, -1)
+        return torch.sigmoid(self.dlrm(sparse, dense)).reshape(batch, candidates)

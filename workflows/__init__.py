@@ -1,0 +1,1 @@
+"""NVTabular feature workflows: fit on the training split, saved, reused unchanged at serving."""
