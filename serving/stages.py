@@ -48,6 +48,10 @@ class UserFeatureStage:
         self.spec = FeatureSpec.from_json((workflow_dir / FEATURE_SPEC_FILE).read_text())
         users = pd.read_parquet(version_dir / USER_TABLE_FILE)
         self.users = users.set_index("user_id")[list(RAW_USER_FEATURES)]
+        complete = users.dropna(subset=list(RAW_USER_FEATURES))
+        if complete.empty:
+            raise ValueError(f"{version_dir / USER_TABLE_FILE} has no user without missing features")
+        self._sentinel = self.raw_rows(complete["user_id"].to_numpy()[:1])
 
     def raw_rows(self, user_ids: np.ndarray) -> pd.DataFrame:
         """Stored raw features per user id; unknown users get nulls (served as OOV/null)."""
@@ -59,7 +63,11 @@ class UserFeatureStage:
         return frame
 
     def transform(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return stack_features(self.workflow.transform(raw), self.spec)
+        # NVTabular 23.08's Categorify fails on a frame whose column is entirely null (one
+        # unknown user); a known row appended and dropped afterwards keeps every column typed.
+        padded = pd.concat([raw, self._sentinel], ignore_index=True)
+        categorical, continuous = stack_features(self.workflow.transform(padded), self.spec)
+        return categorical[:-1], continuous[:-1]
 
 
 class RetrievalStage:

@@ -78,7 +78,7 @@ def build_user_workflow(settings: WorkflowSettings, client: Client | None = None
         >> ops.HashBucket(settings.hash_buckets_zipcode)
         >> ops.AddTags([Tags.CATEGORICAL, Tags.USER])
     )
-    age = ["age"] >> ops.FillMissing() >> ops.Normalize() >> ops.TagAsUserFeatures()
+    age = ["age"] >> ops.FillMedian() >> ops.Normalize() >> ops.TagAsUserFeatures()
     return nvt.Workflow(user_id + user_cats + zipcode + age, client=client)
 
 
@@ -92,7 +92,7 @@ def build_item_workflow(settings: WorkflowSettings, client: Client | None = None
         >> ops.TagAsItemFeatures()
     )
     price = (
-        ["price"] >> ops.FillMissing() >> ops.LogOp() >> ops.Normalize() >> ops.TagAsItemFeatures()
+        ["price"] >> ops.FillMedian() >> ops.LogOp() >> ops.Normalize() >> ops.TagAsItemFeatures()
     )
     return nvt.Workflow(item_id + category + brand + price, client=client)
 

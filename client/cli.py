@@ -1,0 +1,77 @@
+"""Command line for the recommender ensemble.
+
+    python -m client.cli recommend --user-id 100123 --top-k 10 --exclude 500001,500002
+    python -m client.cli --protocol http --url 127.0.0.1:8000 recommend --user-id 100123
+    python -m client.cli versions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from client.recommender_client import RecommenderClient, RecommenderClientError
+from recsys.settings import load_settings
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--exclude takes comma-separated integers: {exc}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    server = load_settings().server
+    parser = argparse.ArgumentParser(prog="recsys-client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument("--url", default=None,
+                        help=f"host:port (default {server.bind_address}:{server.grpc_port} for "
+                             f"gRPC, :{server.http_port} for HTTP)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+    recommend = commands.add_parser("recommend", help="top-k items for one user")
+    recommend.add_argument("--user-id", type=int, required=True)
+    recommend.add_argument("--top-k", type=int, default=10)
+    recommend.add_argument("--exclude", type=_ids, default=[], help="item ids, comma-separated")
+    recommend.add_argument("--temperature", type=float, default=None,
+                           help="sample by softmax(score/T) instead of sorting")
+    recommend.add_argument("--age", type=float, default=None)
+    recommend.add_argument("--country", default=None)
+    recommend.add_argument("--device", default=None)
+    recommend.add_argument("--zipcode", default=None)
+    commands.add_parser("versions", help="model versions the ensemble is pinned to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    server = load_settings().server
+    port = server.grpc_port if args.protocol == "grpc" else server.http_port
+    url = args.url or f"{server.bind_address}:{port}"
+    try:
+        with RecommenderClient(url, args.protocol, timeout_s=args.timeout) as client:
+            if args.command == "versions":
+                print(json.dumps(client.model_versions(), indent=2))
+                return 0
+            features = {name: getattr(args, name) for name in ("age", "country", "device", "zipcode")
+                        if getattr(args, name) is not None}
+            result = client.recommend(args.user_id, args.top_k, args.exclude, features,
+                                      args.temperature)
+    except (RecommenderClientError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.__dict__))
+    else:
+        print(f"user {result.user_id} (model set version {result.model_version}):")
+        for rank, (item, score) in enumerate(zip(result.item_ids, result.scores, strict=True), 1):
+            print(f"  {rank:>3}. item {item}  score {score:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

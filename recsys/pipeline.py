@@ -1,0 +1,63 @@
+"""The same stages the server runs, chained in-process from a model repository version.
+
+Used by the parity tests (served answers must equal these) and by the perf baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recsys.settings import ServingSettings
+from serving.stages import (
+    ItemFeatureStage,
+    RankingStage,
+    Recommendation,
+    ReorderStage,
+    RetrievalStage,
+    UserFeatureStage,
+)
+
+
+@dataclass
+class InProcessRecommender:
+    repository: Path
+    version: int
+    serving: ServingSettings
+    user_features: UserFeatureStage = field(init=False)
+    retrieval: RetrievalStage = field(init=False)
+    item_features: ItemFeatureStage = field(init=False)
+    ranking: RankingStage = field(init=False)
+    reorder: ReorderStage = field(init=False)
+
+    def __post_init__(self) -> None:
+        def version_dir(model: str) -> Path:
+            return self.repository / model / str(self.version)
+
+        self.user_features = UserFeatureStage(version_dir("user_features"))
+        self.retrieval = RetrievalStage(version_dir("retrieval"), self.serving.num_candidates)
+        self.item_features = ItemFeatureStage(version_dir("item_features"))
+        self.ranking = RankingStage(version_dir("ranking"))
+        self.reorder = ReorderStage(version_dir("reorder"), self.serving.max_top_k)
+
+    def recommend(
+        self,
+        user_ids: np.ndarray,
+        top_k: int,
+        exclude_item_ids: list[np.ndarray] | None = None,
+        overrides: dict[str, np.ndarray] | None = None,
+    ) -> list[Recommendation]:
+        raw = self.user_features.raw_rows(np.asarray(user_ids, dtype=np.int64))
+        for name, values in (overrides or {}).items():
+            raw[name] = values
+        user_cat, user_cont = self.user_features.transform(raw)
+        rows, _ = self.retrieval(user_cat, user_cont)
+        item_cat, item_cont = self.item_features(rows)
+        scores = self.ranking(user_cat, user_cont, item_cat, item_cont)
+        return [
+            self.reorder(rows[i], scores[i], top_k,
+                         None if exclude_item_ids is None else exclude_item_ids[i])
+            for i in range(len(rows))
+        ]
