@@ -23,6 +23,7 @@ from nvtabular import ops
 
 from recsys.datagen import SplitData
 from recsys.settings import WorkflowSettings
+from workflows.ops import PositionIndependentHashBucket
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -75,10 +76,12 @@ def build_user_workflow(settings: WorkflowSettings, client: Client | None = None
     # Zip codes have a long tail of values: hashing bounds the table, no vocabulary to grow.
     zipcode = (
         ["zipcode"]
-        >> ops.HashBucket(settings.hash_buckets_zipcode)
+        >> PositionIndependentHashBucket(settings.hash_buckets_zipcode)
         >> ops.AddTags([Tags.CATEGORICAL, Tags.USER])
     )
-    age = ["age"] >> ops.FillMedian() >> ops.Normalize() >> ops.TagAsUserFeatures()
+    # Normalize first, then fill with 0: missing values get the training mean. (FillMedian
+    # is approximate on a Dask cluster, which would make distributed fits differ.)
+    age = ["age"] >> ops.Normalize() >> ops.FillMissing(fill_val=0.0) >> ops.TagAsUserFeatures()
     return nvt.Workflow(user_id + user_cats + zipcode + age, client=client)
 
 
@@ -92,7 +95,11 @@ def build_item_workflow(settings: WorkflowSettings, client: Client | None = None
         >> ops.TagAsItemFeatures()
     )
     price = (
-        ["price"] >> ops.FillMedian() >> ops.LogOp() >> ops.Normalize() >> ops.TagAsItemFeatures()
+        ["price"]
+        >> ops.LogOp()
+        >> ops.Normalize()
+        >> ops.FillMissing(fill_val=0.0)
+        >> ops.TagAsItemFeatures()
     )
     return nvt.Workflow(item_id + category + brand + price, client=client)
 

@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up what they
+# need first (Debian packages, .venv with locked packages, Helm tooling) via scripts/setup.sh.
+PY := .venv/bin/python
+CONFIG ?=
+CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
+
+.PHONY: help setup demo build repository serve test lint helm-lint clean
+
+help:
+	@echo "make demo        end to end: data -> workflows -> training -> repository -> Triton -> queries"
+	@echo "make test        the test suite (real tritonserver, NVTabular, Helm)"
+	@echo "make setup       Debian packages, .venv (requirements.lock), Helm tooling"
+	@echo "make repository  build artefacts and write model_repository/ (version 1)"
+	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
+	@echo "make lint        ruff"
+	@echo "make clean       remove generated artefacts"
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m recsys.demo $(CONFIG_FLAG)
+
+build repository: setup
+	$(PY) -m recsys.build $(CONFIG_FLAG)
+
+serve: setup
+	$(PY) -m serving.launcher $(CONFIG_FLAG)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+
+helm-lint: setup
+	.tools/bin/helm lint --strict helm/recsys-triton
+
+clean:
+	rm -rf artifacts results
+	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

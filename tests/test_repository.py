@@ -1,0 +1,54 @@
+"""The generated repository's structure. Triton itself validates it in test_server.py."""
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES
+from serving.repository import build_model_repository, build_stage_config, load_specs, stage_interfaces
+from tests.conftest import TrainedSet
+
+
+def read_config(path) -> mc.ModelConfig:  # type: ignore[no-untyped-def]
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def test_every_stage_is_a_versioned_dynamically_batched_cpu_model(trained: TrainedSet) -> None:
+    for name in STAGE_MODEL_NAMES:
+        config = read_config(trained.repository / name / "config.pbtxt")
+        assert config.backend == "python"
+        assert config.HasField("dynamic_batching")
+        assert config.max_batch_size == trained.settings.serving.max_batch_size
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+        assert (trained.repository / name / "1" / "model.py").exists()
+
+
+def test_ensemble_chains_the_stages_in_order_pinned_to_the_version(trained: TrainedSet) -> None:
+    config = read_config(trained.repository / ENSEMBLE_NAME / "config.pbtxt")
+    assert config.platform == "ensemble"
+    assert [s.model_name for s in config.ensemble_scheduling.step] == list(STAGE_MODEL_NAMES)
+    assert {s.model_version for s in config.ensemble_scheduling.step} == {1}
+    inputs = {i.name: i.optional for i in config.input}
+    assert inputs["user_id"] is False and inputs["top_k"] is False
+    assert inputs["exclude_item_ids"] and inputs["age"] and inputs["country"]
+    assert [o.name for o in config.output] == ["item_ids", "scores", "model_version"]
+
+
+def test_ranking_config_can_target_the_libtorch_backend(trained: TrainedSet) -> None:
+    user_spec, item_spec = load_specs(trained.artifacts)
+    serving = trained.settings.serving
+    interface = stage_interfaces(user_spec, item_spec, serving)["ranking"]
+    config = build_stage_config("ranking", interface, serving, backend="pytorch_libtorch")
+    assert config.platform == "pytorch_libtorch" and not config.backend
+    assert config.default_model_filename == "model.pt"
+    # Input names equal RankingScorer.forward's argument names, which libtorch matches.
+    assert [i.name for i in config.input] == [
+        "user_categorical", "user_continuous", "item_categorical", "item_continuous"]
+
+
+def test_a_second_version_lands_beside_the_first(trained: TrainedSet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    build_model_repository(trained.artifacts, tmp_path, trained.settings.serving, version=1)
+    build_model_repository(trained.artifacts, tmp_path, trained.settings.serving, version=2)
+    for name in STAGE_MODEL_NAMES:
+        assert (tmp_path / name / "1").is_dir() and (tmp_path / name / "2").is_dir()
+    config = read_config(tmp_path / ENSEMBLE_NAME / "config.pbtxt")
+    assert {s.model_version for s in config.ensemble_scheduling.step} == {2}
