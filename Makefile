@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?=
 CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: help setup demo build repository serve test lint helm-lint clean
+.PHONY: help setup demo build repository serve test lint helm-lint helm-tools helm-test clean
 
 help:
 	@echo "make demo        end to end: data -> workflows -> training -> repository -> Triton -> queries"
@@ -32,10 +32,18 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 helm-lint: setup
 	.tools/bin/helm lint --strict helm/recsys-triton
+	for f in helm/recsys-triton/examples/*.yaml; do .tools/bin/helm lint --strict helm/recsys-triton -f $$f || exit 1; done
 
 clean:
 	rm -rf artifacts results
 	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+
+helm-tools:
+	bash scripts/install_helm_tools.sh
+
+helm-test: setup
+	$(PY) -m pytest tests/test_helm.py

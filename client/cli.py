@@ -1,8 +1,8 @@
 """Command line for the recommender ensemble.
 
-    python -m client.cli recommend --user-id 100123 --top-k 10 --exclude 500001,500002
-    python -m client.cli --protocol http --url 127.0.0.1:8000 recommend --user-id 100123
-    python -m client.cli versions
+python -m client.cli recommend --user-id 100123 --top-k 10 --exclude 500001,500002
+python -m client.cli --protocol http --url 127.0.0.1:8000 recommend --user-id 100123
+python -m client.cli versions
 """
 
 from __future__ import annotations
@@ -19,17 +19,25 @@ def _ids(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--exclude takes comma-separated integers: {exc}") from exc
+        raise argparse.ArgumentTypeError(
+            f"--exclude takes comma-separated integers: {exc}"
+        ) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
     server = load_settings().server
-    parser = argparse.ArgumentParser(prog="recsys-client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recsys-client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    parser.add_argument("--url", default=None,
-                        help=f"host:port (default {server.bind_address}:{server.grpc_port} for "
-                             f"gRPC, :{server.http_port} for HTTP)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help=f"host:port (default {server.bind_address}:{server.grpc_port} for "
+        f"gRPC, :{server.http_port} for HTTP)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
     parser.add_argument("--json", action="store_true", help="print JSON")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user-id", type=int, required=True)
     recommend.add_argument("--top-k", type=int, default=10)
     recommend.add_argument("--exclude", type=_ids, default=[], help="item ids, comma-separated")
-    recommend.add_argument("--temperature", type=float, default=None,
-                           help="sample by softmax(score/T) instead of sorting")
+    recommend.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sample by softmax(score/T) instead of sorting",
+    )
     recommend.add_argument("--age", type=float, default=None)
     recommend.add_argument("--country", default=None)
     recommend.add_argument("--device", default=None)
@@ -57,10 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "versions":
                 print(json.dumps(client.model_versions(), indent=2))
                 return 0
-            features = {name: getattr(args, name) for name in ("age", "country", "device", "zipcode")
-                        if getattr(args, name) is not None}
-            result = client.recommend(args.user_id, args.top_k, args.exclude, features,
-                                      args.temperature)
+            features = {
+                name: getattr(args, name)
+                for name in ("age", "country", "device", "zipcode")
+                if getattr(args, name) is not None
+            }
+            result = client.recommend(
+                args.user_id, args.top_k, args.exclude, features, args.temperature
+            )
     except (RecommenderClientError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -22,8 +22,17 @@ Protocol = Literal["grpc", "http"]
 RAW_FLOAT_FEATURES = ("age",)
 RAW_STRING_FEATURES = ("country", "device", "zipcode")
 # Status strings that mean "try again": the server is not (yet) there or is shedding load.
-RETRYABLE = ("UNAVAILABLE", "StatusCode.UNAVAILABLE", "Connection refused", "connection refused",
-             "Server not ready", "503", "Broken pipe", "Connection reset", "RemoteDisconnected")
+RETRYABLE = (
+    "UNAVAILABLE",
+    "StatusCode.UNAVAILABLE",
+    "Connection refused",
+    "connection refused",
+    "Server not ready",
+    "503",
+    "Broken pipe",
+    "Connection reset",
+    "RemoteDisconnected",
+)
 
 
 class RecommenderClientError(RuntimeError):
@@ -92,10 +101,13 @@ class RecommenderClient:
         """The composing models' versions the ensemble is pinned to, from its config."""
         config = self._client.get_model_config(self.model_name)
         if self.protocol == "grpc":
-            steps = [(s.model_name, s.model_version) for s in config.config.ensemble_scheduling.step]
+            steps = [
+                (s.model_name, s.model_version) for s in config.config.ensemble_scheduling.step
+            ]
         else:
-            steps = [(s["model_name"], s["model_version"])
-                     for s in config["ensemble_scheduling"]["step"]]
+            steps = [
+                (s["model_name"], s["model_version"]) for s in config["ensemble_scheduling"]["step"]
+            ]
         return {name: int(version) for name, version in steps}
 
     def recommend(
@@ -106,7 +118,9 @@ class RecommenderClient:
         features: dict[str, float | str] | None = None,
         temperature: float | None = None,
     ) -> Recommendation:
-        request = RecommendationRequest(user_id, top_k, exclude_item_ids, features or {}, temperature)
+        request = RecommendationRequest(
+            user_id, top_k, exclude_item_ids, features or {}, temperature
+        )
         return self.recommend_batch([request])[0]
 
     def recommend_batch(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
@@ -121,10 +135,14 @@ class RecommenderClient:
         out = []
         for i, request in enumerate(requests):
             keep = item_ids[i] >= 0  # rows are padded with -1 to the longest answer
-            out.append(Recommendation(
-                int(request.user_id), item_ids[i][keep].tolist(),
-                scores[i][keep].astype(float).tolist(), int(versions[i]),
-            ))
+            out.append(
+                Recommendation(
+                    int(request.user_id),
+                    item_ids[i][keep].tolist(),
+                    scores[i][keep].astype(float).tolist(),
+                    int(versions[i]),
+                )
+            )
         return out
 
     def _input(self, name: str, array: np.ndarray, datatype: str) -> Any:
@@ -148,20 +166,30 @@ class RecommenderClient:
         if any(t is not None for t in temperatures):
             if any(t is None for t in temperatures):
                 raise ValueError("temperature must be given for every request of a batch or none")
-            inputs.append(self._input("temperature", np.array([[t] for t in temperatures], np.float32), "FP32"))
+            inputs.append(
+                self._input(
+                    "temperature", np.array([[t] for t in temperatures], np.float32), "FP32"
+                )
+            )
         names = {name for r in requests for name in r.features}
         unknown = names - set(RAW_FLOAT_FEATURES) - set(RAW_STRING_FEATURES)
         if unknown:
-            raise ValueError(f"unknown user feature(s) {sorted(unknown)}; known: "
-                             f"{[*RAW_FLOAT_FEATURES, *RAW_STRING_FEATURES]}")
+            raise ValueError(
+                f"unknown user feature(s) {sorted(unknown)}; known: "
+                f"{[*RAW_FLOAT_FEATURES, *RAW_STRING_FEATURES]}"
+            )
         for name in sorted(names):
             if any(name not in r.features for r in requests):
-                raise ValueError(f"feature {name!r} must be given for every request of a batch or none")
+                raise ValueError(
+                    f"feature {name!r} must be given for every request of a batch or none"
+                )
             if name in RAW_FLOAT_FEATURES:
                 array = np.array([[float(r.features[name])] for r in requests], np.float32)
                 inputs.append(self._input(name, array, "FP32"))
             else:
-                array = np.array([[str(r.features[name]).encode()] for r in requests], dtype=np.object_)
+                array = np.array(
+                    [[str(r.features[name]).encode()] for r in requests], dtype=np.object_
+                )
                 inputs.append(self._input(name, array, "BYTES"))
         return inputs
 
@@ -170,7 +198,9 @@ class RecommenderClient:
         while True:
             try:
                 if self.protocol == "grpc":
-                    return self._client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
+                    return self._client.infer(
+                        self.model_name, inputs, client_timeout=self.timeout_s
+                    )
                 return self._client.infer(self.model_name, inputs)
             except (InferenceServerException, OSError, ConnectionError) as exc:
                 message = str(exc)
@@ -179,7 +209,8 @@ class RecommenderClient:
                 if not retryable or attempt >= self.retries:
                     raise RecommenderClientError(
                         f"{self.protocol} request to {self.url} model {self.model_name!r} failed: "
-                        f"{message}", status=status,
+                        f"{message}",
+                        status=status,
                     ) from exc
                 time.sleep(self.backoff_s * 2**attempt)
                 attempt += 1

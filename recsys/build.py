@@ -13,8 +13,8 @@ import argparse
 import json
 import shutil
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from recsys.datagen import generate, read_raw, split, write_raw
@@ -44,8 +44,10 @@ def build_artifacts(
     """Data, fitted workflows and trained models under `artifacts`; returns the metrics."""
     raw_dir = artifacts / "data"
     if data_dir is None:
-        with step(f"generating synthetic data ({settings.data.num_users} users, "
-                  f"{settings.data.num_items} items)"):
+        with step(
+            f"generating synthetic data ({settings.data.num_users} users, "
+            f"{settings.data.num_items} items)"
+        ):
             write_raw(generate(settings.data), raw_dir)
         data_dir = raw_dir
     with step(f"reading {data_dir} and splitting by time"):
@@ -60,7 +62,9 @@ def build_artifacts(
             client = Client(dask_scheduler)
         if workflows_dir.exists():
             shutil.rmtree(workflows_dir)
-        fitted = fit_workflows(data, settings.workflows, artifacts / "workflow_stats", client=client)
+        fitted = fit_workflows(
+            data, settings.workflows, artifacts / "workflow_stats", client=client
+        )
         fitted.save(workflows_dir)
     with step("training two-tower retrieval and DLRM ranking"):
         metrics = train_and_export(data, fitted, settings.training, artifacts / "models")
@@ -82,9 +86,13 @@ def format_metrics(metrics: dict[str, float | int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--data-dir", type=Path, default=None, help="real data in the documented format")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="real data in the documented format"
+    )
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--version", type=int, default=1, help="model set version to write")

@@ -160,7 +160,9 @@ def generate(settings: DataSettings) -> RawData:
     return RawData(users=users, items=items, interactions=interactions)
 
 
-def time_split(interactions: pd.DataFrame, validation_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def time_split(
+    interactions: pd.DataFrame, validation_fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out the latest interactions: the model never sees the future it is scored on."""
     cutoff = interactions["timestamp"].quantile(1.0 - validation_fraction)
     train = interactions[interactions["timestamp"] <= cutoff].reset_index(drop=True)

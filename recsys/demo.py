@@ -12,7 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from client.recommender_client import RecommendationRequest, RecommenderClient
-from recsys.build import DEFAULT_ARTIFACTS, DEFAULT_REPOSITORY, build_artifacts, format_metrics, step
+from recsys.build import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_REPOSITORY,
+    build_artifacts,
+    format_metrics,
+    step,
+)
 from recsys.settings import load_settings
 from serving.launcher import TritonServer
 from serving.repository import build_model_repository
@@ -48,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         grpc = RecommenderClient(server.grpc_url, "grpc")
         http = RecommenderClient(server.http_url, "http")
         versions = grpc.model_versions()
-        print("ensemble 'recommender' steps: "
-              + ", ".join(f"{name} v{version}" for name, version in versions.items()))
+        print(
+            "ensemble 'recommender' steps: "
+            + ", ".join(f"{name} v{version}" for name, version in versions.items())
+        )
         mismatches = 0
         for request in requests:
             over_grpc = grpc.recommend_batch([request])[0]
@@ -57,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             same = over_grpc.item_ids == over_http.item_ids
             mismatches += not same
             label = "unseen user" if request.user_id == 1 else "user"
-            print(f"\n{label} {request.user_id}: top-{args.top_k} over gRPC "
-                  f"(model set v{over_grpc.model_version}); HTTP "
-                  f"{'identical' if same else 'DIFFERENT'}")
-            for rank, (item, score) in enumerate(zip(over_grpc.item_ids, over_grpc.scores,
-                                                     strict=True), 1):
+            print(
+                f"\n{label} {request.user_id}: top-{args.top_k} over gRPC "
+                f"(model set v{over_grpc.model_version}); HTTP "
+                f"{'identical' if same else 'DIFFERENT'}"
+            )
+            for rank, (item, score) in enumerate(
+                zip(over_grpc.item_ids, over_grpc.scores, strict=True), 1
+            ):
                 print(f"  {rank}. item {item}  score {score:.4f}")
         grpc.close()
         http.close()

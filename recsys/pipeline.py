@@ -57,7 +57,8 @@ class InProcessRecommender:
         item_cat, item_cont = self.item_features(rows)
         scores = self.ranking(user_cat, user_cont, item_cat, item_cont)
         return [
-            self.reorder(rows[i], scores[i], top_k,
-                         None if exclude_item_ids is None else exclude_item_ids[i])
+            self.reorder(
+                rows[i], scores[i], top_k, None if exclude_item_ids is None else exclude_item_ids[i]
+            )
             for i in range(len(rows))
         ]

@@ -80,7 +80,9 @@ class TritonServer:
     repository: Path
     server: ServerSettings
     log_path: Path
-    admin_key: str = field(default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_hex(16))
+    admin_key: str = field(
+        default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_hex(16)
+    )
     startup_timeout_s: float = 180.0
     process: subprocess.Popen[bytes] | None = None
 
@@ -97,14 +99,19 @@ class TritonServer:
         return f"http://{self.server.bind_address}:{self.server.metrics_port}/metrics"
 
     def command(self) -> list[str]:
-        args = build_server_args(self.server, str(self.repository.resolve()), admin_key=self.admin_key)
+        args = build_server_args(
+            self.server, str(self.repository.resolve()), admin_key=self.admin_key
+        )
         return [str(tritonserver_binary()), *args, f"--backend-directory={prepare_backends()}"]
 
     def start(self) -> TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=server_environment(),
             start_new_session=True,
         )
         self.wait_ready()
@@ -151,7 +158,10 @@ class TritonServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -171,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  HTTP    http://{server.http_url}")
     print(f"  gRPC    {server.grpc_url}")
     print(f"  metrics {server.metrics_url}")
-    print("  model-repository API key: $TRITON_ADMIN_KEY" if os.environ.get("TRITON_ADMIN_KEY")
-          else f"  model-repository API key: {server.admin_key}")
+    print(
+        "  model-repository API key: $TRITON_ADMIN_KEY"
+        if os.environ.get("TRITON_ADMIN_KEY")
+        else f"  model-repository API key: {server.admin_key}"
+    )
     print("Ctrl-C stops the server.")
     try:
         while server.process is not None and server.process.poll() is None:

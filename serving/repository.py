@@ -25,6 +25,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES, ServingSettings
+from serving.stages import RANKING_MODEL_FILE
 from training.train import (
     CATALOG_FILE,
     ITEM_INDEX_FILE,
@@ -32,7 +33,6 @@ from training.train import (
     RANKING_FILE,
     USER_TABLE_FILE,
 )
-from serving.stages import RANKING_MODEL_FILE
 from workflows.features import FEATURE_SPEC_FILE, ITEM_WORKFLOW_DIR, USER_WORKFLOW_DIR, FeatureSpec
 
 TRITON_MODELS_DIR = Path(__file__).resolve().parent / "triton_models"

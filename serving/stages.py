@@ -50,7 +50,9 @@ class UserFeatureStage:
         self.users = users.set_index("user_id")[list(RAW_USER_FEATURES)]
         complete = users.dropna(subset=list(RAW_USER_FEATURES))
         if complete.empty:
-            raise ValueError(f"{version_dir / USER_TABLE_FILE} has no user without missing features")
+            raise ValueError(
+                f"{version_dir / USER_TABLE_FILE} has no user without missing features"
+            )
         self._sentinel = self.raw_rows(complete["user_id"].to_numpy()[:1])
 
     def raw_rows(self, user_ids: np.ndarray) -> pd.DataFrame:
@@ -82,7 +84,9 @@ class RetrievalStage:
             )
         self.num_candidates = num_candidates
 
-    def __call__(self, user_cat: np.ndarray, user_cont: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, user_cat: np.ndarray, user_cont: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             queries = self.query_tower(torch.from_numpy(user_cat), torch.from_numpy(user_cont))
         scores, rows = self.index.search(queries.numpy(), self.num_candidates)
@@ -106,12 +110,18 @@ class RankingStage:
         self.scorer = torch.jit.load(str(version_dir / RANKING_MODEL_FILE))
 
     def __call__(
-        self, user_cat: np.ndarray, user_cont: np.ndarray, item_cat: np.ndarray, item_cont: np.ndarray
+        self,
+        user_cat: np.ndarray,
+        user_cont: np.ndarray,
+        item_cat: np.ndarray,
+        item_cont: np.ndarray,
     ) -> np.ndarray:
         with torch.inference_mode():
             scores = self.scorer(
-                torch.from_numpy(user_cat), torch.from_numpy(user_cont),
-                torch.from_numpy(item_cat), torch.from_numpy(item_cont),
+                torch.from_numpy(user_cat),
+                torch.from_numpy(user_cont),
+                torch.from_numpy(item_cat),
+                torch.from_numpy(item_cont),
             )
         return scores.numpy().astype(np.float32)
 
@@ -154,7 +164,9 @@ class ReorderStage:
         item_ids, scores = item_ids[keep], scores[keep]
         if temperature > 0:
             # Gumbel top-k draws k items without replacement from softmax(logit / T).
-            logits = np.log(np.clip(scores, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(scores, 1e-7, 1 - 1e-7))
+            logits = np.log(np.clip(scores, 1e-7, 1 - 1e-7)) - np.log1p(
+                -np.clip(scores, 1e-7, 1 - 1e-7)
+            )
             generator = rng or np.random.default_rng()
             keys = logits / temperature + generator.gumbel(size=len(logits))
             order = np.argsort(-keys, kind="stable")

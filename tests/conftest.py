@@ -59,8 +59,9 @@ def trained(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def triton(trained: TrainedSet) -> Iterator[TritonServer]:
-    server = TritonServer(trained.repository, trained.settings.server,
-                          trained.artifacts.parent / "tritonserver.log")
+    server = TritonServer(
+        trained.repository, trained.settings.server, trained.artifacts.parent / "tritonserver.log"
+    )
     with server:
         yield server
 

@@ -8,8 +8,9 @@ from tests.conftest import TrainedSet
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_works() -> None:
@@ -25,8 +26,9 @@ def test_cli_recommends_over_both_protocols(
 ) -> None:
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
     user = int(trained.data.valid["user_id"].iloc[0])
-    result = run_cli("--protocol", protocol, "--url", url, "recommend", "--user-id", str(user),
-                     "--top-k", "4")
+    result = run_cli(
+        "--protocol", protocol, "--url", url, "recommend", "--user-id", str(user), "--top-k", "4"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(" item ") == 4
     assert "model set version 1" in result.stdout

@@ -37,8 +37,11 @@ def test_round_trip_through_the_documented_format_parquet_and_csv(tmp_path: Path
     pd.testing.assert_frame_equal(back.interactions, data.interactions)
     csv_dir = tmp_path / "csv"
     csv_dir.mkdir()
-    for name, frame in (("users", data.users), ("items", data.items),
-                        ("interactions", data.interactions)):
+    for name, frame in (
+        ("users", data.users),
+        ("items", data.items),
+        ("interactions", data.interactions),
+    ):
         frame.to_csv(csv_dir / f"{name}.csv", index=False)
     assert len(read_raw(csv_dir).users) == SMALL.num_users
 

@@ -4,7 +4,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES
-from serving.repository import build_model_repository, build_stage_config, load_specs, stage_interfaces
+from serving.repository import (
+    build_model_repository,
+    build_stage_config,
+    load_specs,
+    stage_interfaces,
+)
 from tests.conftest import TrainedSet
 
 
@@ -42,7 +47,11 @@ def test_ranking_config_can_target_the_libtorch_backend(trained: TrainedSet) -> 
     assert config.default_model_filename == "model.pt"
     # Input names equal RankingScorer.forward's argument names, which libtorch matches.
     assert [i.name for i in config.input] == [
-        "user_categorical", "user_continuous", "item_categorical", "item_continuous"]
+        "user_categorical",
+        "user_continuous",
+        "item_categorical",
+        "item_continuous",
+    ]
 
 
 def test_a_second_version_lands_beside_the_first(trained: TrainedSet, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -10,12 +10,16 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from client.recommender_client import RecommendationRequest, RecommenderClient, RecommenderClientError
+from client.recommender_client import (
+    RecommendationRequest,
+    RecommenderClient,
+    RecommenderClientError,
+)
 from recsys.pipeline import InProcessRecommender
 from recsys.settings import MODEL_LOAD_ORDER
 from serving.launcher import TritonServer
-from workflows.features import FittedWorkflows, stack_features, transform_dataset
 from tests.conftest import TrainedSet
+from workflows.features import FittedWorkflows, stack_features, transform_dataset
 
 pytestmark = pytest.mark.server
 TOP_K = 10
@@ -67,8 +71,10 @@ def test_grpc_and_http_answer_identically(
     trained: TrainedSet, grpc: RecommenderClient, http: RecommenderClient
 ) -> None:
     for user in sample_users(trained, 4):
-        a, b = grpc.recommend(user, TOP_K, exclude_item_ids=[1, 2]), http.recommend(
-            user, TOP_K, exclude_item_ids=[1, 2])
+        a, b = (
+            grpc.recommend(user, TOP_K, exclude_item_ids=[1, 2]),
+            http.recommend(user, TOP_K, exclude_item_ids=[1, 2]),
+        )
         assert a.item_ids == b.item_ids
         np.testing.assert_array_equal(a.scores, b.scores)
 
@@ -93,8 +99,9 @@ def test_raw_feature_overrides_change_the_answer_like_in_process(
     user = sample_users(trained, 1)[0]
     features = {"age": 71.0, "country": "country_02", "device": "web", "zipcode": "00042"}
     got = grpc.recommend(user, TOP_K, features=features)
-    overrides = {k: np.array([v], dtype=np.float32 if k == "age" else object)
-                 for k, v in features.items()}
+    overrides = {
+        k: np.array([v], dtype=np.float32 if k == "age" else object) for k, v in features.items()
+    }
     want = in_process.recommend(np.array([user]), TOP_K, overrides=overrides)[0]
     assert got.item_ids == want.item_ids.tolist()
     assert got.item_ids != grpc.recommend(user, TOP_K).item_ids
@@ -106,7 +113,8 @@ def test_served_feature_transform_equals_offline_workflow(
     workflows = FittedWorkflows.load(trained.artifacts / "workflows")
     users = trained.data.users.head(16)
     expected_cat, expected_cont = stack_features(
-        transform_dataset(workflows.user, users), workflows.user_spec)
+        transform_dataset(workflows.user, users), workflows.user_spec
+    )
     client = grpcclient.InferenceServerClient(triton.grpc_url)
     user_id = grpcclient.InferInput("user_id", [len(users), 1], "INT64")
     user_id.set_data_from_numpy(users[["user_id"]].to_numpy(np.int64))

@@ -26,8 +26,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> FittedWorkflows:
 
 def test_workflows_fit_on_training_rows_only(tmp_path: Path) -> None:
     held_out = DATA.users["user_id"].head(5).tolist()
-    train_only = SplitData(DATA.users, DATA.items,
-                           DATA.train[~DATA.train["user_id"].isin(held_out)], DATA.valid)
+    train_only = SplitData(
+        DATA.users, DATA.items, DATA.train[~DATA.train["user_id"].isin(held_out)], DATA.valid
+    )
     fitted = fit_workflows(train_only, SETTINGS, tmp_path)
     out = transform(fitted.user, DATA.users.head(10))
     assert (out["user_id"].iloc[:5] == OOV_INDEX).all()  # not in training: out of vocabulary
@@ -35,8 +36,15 @@ def test_workflows_fit_on_training_rows_only(tmp_path: Path) -> None:
 
 
 def test_nulls_and_unknown_values_get_reserved_indices(fitted: FittedWorkflows) -> None:
-    frame = pd.DataFrame({"user_id": [-5], "age": [np.nan], "country": [None],
-                          "device": ["toaster"], "zipcode": ["00001"]})
+    frame = pd.DataFrame(
+        {
+            "user_id": [-5],
+            "age": [np.nan],
+            "country": [None],
+            "device": ["toaster"],
+            "zipcode": ["00001"],
+        }
+    )
     both = pd.concat([DATA.users.head(1), frame], ignore_index=True)
     out = transform(fitted.user, both).iloc[1]
     assert out["user_id"] == OOV_INDEX
@@ -61,8 +69,12 @@ def test_rare_brands_are_frequency_capped(tmp_path: Path) -> None:
 def test_saved_workflows_load_unchanged(fitted: FittedWorkflows, tmp_path: Path) -> None:
     fitted.save(tmp_path)
     loaded = FittedWorkflows.load(tmp_path)
-    pd.testing.assert_frame_equal(transform(loaded.user, DATA.users), transform(fitted.user, DATA.users))
-    pd.testing.assert_frame_equal(transform(loaded.item, DATA.items), transform(fitted.item, DATA.items))
+    pd.testing.assert_frame_equal(
+        transform(loaded.user, DATA.users), transform(fitted.user, DATA.users)
+    )
+    pd.testing.assert_frame_equal(
+        transform(loaded.item, DATA.items), transform(fitted.item, DATA.items)
+    )
     assert loaded.user_spec == fitted.user_spec
 
 
@@ -71,11 +83,17 @@ def test_dask_cluster_fit_and_transform_match_single_process(
 ) -> None:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         distributed = fit_workflows(DATA, SETTINGS, tmp_path, client=client, npartitions=2)
-        for single, dist, frame in ((fitted.user, distributed.user, DATA.users),
-                                    (fitted.item, distributed.item, DATA.items)):
+        for single, dist, frame in (
+            (fitted.user, distributed.user, DATA.users),
+            (fitted.item, distributed.item, DATA.items),
+        ):
             expected = transform_dataset(single, frame)
             got = transform_dataset(dist, frame, npartitions=2)
             pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-5, atol=1e-5)
@@ -86,8 +104,10 @@ def test_hashed_zipcode_depends_on_the_value_not_the_row_position(
 ) -> None:
     users = DATA.users.head(6)
     together = transform(fitted.user, users)["zipcode"].tolist()
-    alone = [transform(fitted.user, users.iloc[[i]].reset_index(drop=True))["zipcode"].iloc[0]
-             for i in range(len(users))]
+    alone = [
+        transform(fitted.user, users.iloc[[i]].reset_index(drop=True))["zipcode"].iloc[0]
+        for i in range(len(users))
+    ]
     reversed_order = transform(fitted.user, users.iloc[::-1].reset_index(drop=True))
     assert together == alone
     assert reversed_order["zipcode"].tolist()[::-1] == together

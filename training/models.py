@@ -8,13 +8,15 @@ on this stack but cannot be scripted for serving, so we keep plain nn.Modules th
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
 
 def mlp(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for index, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(fan_in, fan_out))
         if final_activation or index < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -120,7 +122,9 @@ class QueryEncoder(nn.Module):
         super().__init__()
         self.tower = tower
 
-    def forward(self, user_categorical: torch.Tensor, user_continuous: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, user_categorical: torch.Tensor, user_continuous: torch.Tensor
+    ) -> torch.Tensor:
         return self.tower(user_categorical, user_continuous)
 
 

@@ -46,8 +46,9 @@ class Catalog:
     continuous: np.ndarray  # float32 [N, n_cont]
 
     def save(self, path: Path) -> None:
-        np.savez(path, item_ids=self.item_ids, categorical=self.categorical,
-                 continuous=self.continuous)
+        np.savez(
+            path, item_ids=self.item_ids, categorical=self.categorical, continuous=self.continuous
+        )
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
@@ -87,7 +88,9 @@ def _loader(frame: pd.DataFrame, batch_size: int, shuffle: bool) -> Loader:
     return Loader(dataset, batch_size=batch_size, shuffle=shuffle)
 
 
-def _stack(batch: dict[str, torch.Tensor], names: tuple[str, ...], dtype: torch.dtype) -> torch.Tensor:
+def _stack(
+    batch: dict[str, torch.Tensor], names: tuple[str, ...], dtype: torch.dtype
+) -> torch.Tensor:
     if not names:
         first = next(iter(batch.values()))
         return torch.zeros((len(first), 0), dtype=dtype)
@@ -101,16 +104,23 @@ def train_two_tower(
     item_counts = positives["item_id"].map(positives["item_id"].value_counts())
     positives["item_logq"] = np.log(item_counts / len(positives)).astype(np.float32)
     model = TwoTower(
-        list(user_spec.cardinalities), len(user_spec.continuous),
-        list(item_spec.cardinalities), len(item_spec.continuous),
-        settings.embedding_dim, settings.tower_dim,
+        list(user_spec.cardinalities),
+        len(user_spec.continuous),
+        list(item_spec.cardinalities),
+        len(item_spec.continuous),
+        settings.embedding_dim,
+        settings.tower_dim,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     loader = _loader(positives, settings.batch_size, shuffle=True)
     model.train()
     for epoch in range(settings.retrieval_epochs):
-        progress = tqdm(loader, desc=f"two-tower epoch {epoch + 1}/{settings.retrieval_epochs}",
-                        leave=False, mininterval=2.0)
+        progress = tqdm(
+            loader,
+            desc=f"two-tower epoch {epoch + 1}/{settings.retrieval_epochs}",
+            leave=False,
+            mininterval=2.0,
+        )
         for batch, _ in progress:
             loss = model.in_batch_loss(
                 _stack(batch, user_spec.categorical, torch.int64),
@@ -132,18 +142,24 @@ def train_dlrm(
     sparse_names = user_spec.categorical + item_spec.categorical
     dense_names = user_spec.continuous + item_spec.continuous
     model = DLRM(
-        list(user_spec.cardinalities + item_spec.cardinalities), len(dense_names),
+        list(user_spec.cardinalities + item_spec.cardinalities),
+        len(dense_names),
         settings.embedding_dim,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     loader = _loader(train, settings.batch_size, shuffle=True)
     model.train()
     for epoch in range(settings.ranking_epochs):
-        progress = tqdm(loader, desc=f"DLRM epoch {epoch + 1}/{settings.ranking_epochs}",
-                        leave=False, mininterval=2.0)
+        progress = tqdm(
+            loader,
+            desc=f"DLRM epoch {epoch + 1}/{settings.ranking_epochs}",
+            leave=False,
+            mininterval=2.0,
+        )
         for batch, labels in progress:
-            logits = model(_stack(batch, sparse_names, torch.int64),
-                           _stack(batch, dense_names, torch.float32))
+            logits = model(
+                _stack(batch, sparse_names, torch.int64), _stack(batch, dense_names, torch.float32)
+            )
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.reshape(-1))
             optimizer.zero_grad()
             loss.backward()
@@ -232,11 +248,24 @@ def train_and_export(
 
     query_encoder = QueryEncoder(two_tower.query_tower).eval()
     with torch.no_grad():
-        item_embeddings = two_tower.item_tower(
-            torch.from_numpy(catalog.categorical), torch.from_numpy(catalog.continuous)
-        ).numpy().astype(np.float32)
-    metrics = evaluate(split, train_frame, valid_frame, catalog, workflows, query_encoder,
-                       item_embeddings, dlrm, settings.recall_k)
+        item_embeddings = (
+            two_tower.item_tower(
+                torch.from_numpy(catalog.categorical), torch.from_numpy(catalog.continuous)
+            )
+            .numpy()
+            .astype(np.float32)
+        )
+    metrics = evaluate(
+        split,
+        train_frame,
+        valid_frame,
+        catalog,
+        workflows,
+        query_encoder,
+        item_embeddings,
+        dlrm,
+        settings.recall_k,
+    )
 
     torch.jit.script(query_encoder).save(str(out_dir / QUERY_TOWER_FILE))
     torch.jit.script(RankingScorer(dlrm).eval()).save(str(out_dir / RANKING_FILE))
@@ -249,7 +278,11 @@ def train_and_export(
 
 
 def _finite(metrics: dict[str, float | int]) -> dict[str, float | int]:
-    bad = [name for name, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
+    bad = [
+        name
+        for name, value in metrics.items()
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
     if bad:
         raise ValueError(f"training produced non-finite metrics: {bad}")
     return metrics

@@ -9,9 +9,9 @@ feature-transform model. Categorify maps nulls to index 1 and unseen values to i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -189,7 +189,9 @@ def transform_dataset(
     workflow: nvt.Workflow, frame: pd.DataFrame, npartitions: int = 1
 ) -> pd.DataFrame:
     """Apply a fitted workflow through a merlin Dataset (the offline/Dask path)."""
-    return workflow.transform(_dataset(frame, npartitions)).to_ddf().compute().reset_index(drop=True)
+    return (
+        workflow.transform(_dataset(frame, npartitions)).to_ddf().compute().reset_index(drop=True)
+    )
 
 
 def stack_features(frame: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:

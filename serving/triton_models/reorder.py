@@ -39,7 +39,9 @@ class TritonPythonModel:
             try:
                 results.append(
                     self.stage(
-                        rows[i], scores[i], int(top_k[i]),
+                        rows[i],
+                        scores[i],
+                        int(top_k[i]),
                         None if exclude is None else exclude[i],
                         0.0 if temperature is None else float(temperature.reshape(-1)[i]),
                     )
