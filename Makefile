@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?=
 CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: help setup demo build repository serve test lint helm-lint helm-tools helm-test clean
+.PHONY: help setup demo build repository serve perf test lint helm-lint helm-tools helm-test clean
 
 help:
 	@echo "make demo        end to end: data -> workflows -> training -> repository -> Triton -> queries"
@@ -12,6 +12,7 @@ help:
 	@echo "make setup       Debian packages, .venv (requirements.lock), Helm tooling"
 	@echo "make repository  build artefacts and write model_repository/ (version 1)"
 	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
+	@echo "make perf        quick perf_analyzer concurrency sweep (starts its own server)"
 	@echo "make lint        ruff"
 	@echo "make clean       remove generated artefacts"
 
@@ -26,6 +27,10 @@ build repository: setup
 
 serve: setup
 	$(PY) -m serving.launcher $(CONFIG_FLAG)
+
+perf: setup
+	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
+	$(PY) -m perf_analyzer.sweep --quick
 
 test: setup
 	$(PY) -m pytest
@@ -45,5 +50,9 @@ clean:
 helm-tools:
 	bash scripts/install_helm_tools.sh
 
-helm-test: setup
+helm-perf: setup
+	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
+	$(PY) -m perf_analyzer.sweep --quick
+
+test: setup
 	$(PY) -m pytest tests/test_helm.py

@@ -1,0 +1,173 @@
+"""Concurrency sweeps of the `recommender` ensemble with NVIDIA's perf_analyzer.
+
+    python -m perf_analyzer.sweep --url 127.0.0.1:8001 --protocol grpc --quick
+
+Builds `--input-data` JSON from held-out users (real ids, real raw features, exclude lists
+of varying length), runs perf_analyzer with `-f` CSV and `--percentile=99`, and writes the
+CSV plus the JSON it used under the results directory. The binary ships in the
+tritonclient 2.50.0 wheel; it needs libb64 (Debian) and libcudart.so.12 (PyPI
+nvidia-cuda-runtime-cu12), which `perf_analyzer_environment` puts on LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.settings import PROJECT_ROOT, load_settings
+from serving.launcher import TritonServer
+
+PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"
+QUICK_CONCURRENCY = (1, 2)
+FULL_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
+
+
+class PerfAnalyzerError(RuntimeError):
+    """perf_analyzer failed; the message carries its output."""
+
+
+def perf_analyzer_environment() -> dict[str, str]:
+    import nvidia.cuda_runtime
+
+    cudart = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(cudart), env.get("LD_LIBRARY_PATH")) if p)
+    return env
+
+
+def build_input_data(
+    users: pd.DataFrame,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    top_k: int,
+    max_exclude: int,
+    seed: int = 0,
+) -> dict[str, list[dict[str, object]]]:
+    """perf_analyzer `--input-data` entries, one per held-out user (batch dimension excluded)."""
+    rng = np.random.default_rng(seed)
+    table = users.set_index("user_id")
+    entries = []
+    for user_id in user_ids:
+        row = table.loc[int(user_id)]
+        exclude = rng.choice(item_ids, size=int(rng.integers(1, max_exclude + 1)), replace=False)
+        entry: dict[str, object] = {
+            "user_id": [int(user_id)],
+            "top_k": [top_k],
+            "exclude_item_ids": {"content": exclude.astype(int).tolist(), "shape": [len(exclude)]},
+        }
+        if pd.notna(row["country"]):
+            entry["country"] = [str(row["country"])]
+        entries.append(entry)
+    # perf_analyzer needs every entry to carry the same optional inputs.
+    if any("country" not in e for e in entries):
+        for e in entries:
+            e.pop("country", None)
+    return {"data": entries}
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    csv_path: Path
+    rows: list[dict[str, str]]
+
+
+def run_sweep(
+    url: str,
+    protocol: str,
+    input_data: Path,
+    out_csv: Path,
+    concurrency: tuple[int, ...],
+    measurement_interval_ms: int,
+    model: str = "recommender",
+    stability_percentage: int = 25,
+) -> SweepResult:
+    if not PERF_ANALYZER.exists():
+        raise PerfAnalyzerError(f"perf_analyzer not found at {PERF_ANALYZER}: run `make setup`")
+    rows: list[dict[str, str]] = []
+    for level in concurrency:
+        part = out_csv.with_suffix(f".c{level}.csv")
+        command = [
+            str(PERF_ANALYZER), "-m", model, "-u", url, "-i", protocol,
+            "--input-data", str(input_data),
+            f"--concurrency-range={level}:{level}",
+            "--percentile=99", f"--measurement-interval={measurement_interval_ms}",
+            # Shared 2-core machines are noisy: the quick mode accepts a wider spread.
+            f"--stability-percentage={stability_percentage}", "--max-trials=6",
+            "--verbose-csv", "-f", str(part),
+        ]  # fmt: skip
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=perf_analyzer_environment(), timeout=300
+        )
+        if done.returncode != 0:
+            raise PerfAnalyzerError(
+                f"perf_analyzer exited {done.returncode}:\n"
+                f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
+        with part.open() as handle:
+            rows.extend(csv.DictReader(handle))
+        part.unlink()
+    if not rows:
+        raise PerfAnalyzerError("perf_analyzer wrote no measurements")
+    with out_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return SweepResult(out_csv, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--url", default=None,
+        help="host:port of a running server; without it, one is started on model_repository/",
+    )  # fmt: skip
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "artifacts")
+    parser.add_argument("--results", type=Path, default=PROJECT_ROOT / "results" / "perf")
+    parser.add_argument("--quick", action="store_true", help="concurrency 1,2 with short windows")
+    parser.add_argument("--top-k", type=int, default=10)
+    args = parser.parse_args(argv)
+    data = args.artifacts / "data"
+    users = pd.read_parquet(data / "users.parquet")
+    items = pd.read_parquet(data / "items.parquet")["item_id"].to_numpy()
+    interactions = pd.read_parquet(data / "interactions.parquet").sort_values("timestamp")
+    held_out = interactions["user_id"].drop_duplicates().tail(200).to_numpy()
+    args.results.mkdir(parents=True, exist_ok=True)
+    input_path = args.results / "input_data.json"
+    input_path.write_text(json.dumps(build_input_data(users, held_out, items, args.top_k, 20)))
+    with contextlib.ExitStack() as stack:
+        url = args.url
+        if url is None:
+            settings = load_settings()
+            server = stack.enter_context(
+                TritonServer(PROJECT_ROOT / "model_repository", settings.server,
+                             args.results / "tritonserver.log")
+            )  # fmt: skip
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        result = run_sweep(
+            url, args.protocol, input_path, args.results / f"sweep_{args.protocol}.csv",
+            QUICK_CONCURRENCY if args.quick else FULL_CONCURRENCY,
+            2000 if args.quick else 5000,
+            stability_percentage=50 if args.quick else 25,
+        )  # fmt: skip
+    for row in result.rows:
+        print(
+            f"concurrency {row['Concurrency']:>3}: {float(row['Inferences/Second']):8.1f} infer/s"
+            f"  p99 {int(row['p99 latency']) / 1000:7.1f} ms"
+        )
+    print(f"CSV: {result.csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
