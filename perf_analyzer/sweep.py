@@ -102,7 +102,7 @@ def run_sweep(
             f"--concurrency-range={level}:{level}",
             "--percentile=99", f"--measurement-interval={measurement_interval_ms}",
             # Shared 2-core machines are noisy: the quick mode accepts a wider spread.
-            f"--stability-percentage={stability_percentage}", "--max-trials=6",
+            f"--stability-percentage={stability_percentage}", "--max-trials=10",
             "--verbose-csv", "-f", str(part),
         ]  # fmt: skip
         done = subprocess.run(
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             url, args.protocol, input_path, args.results / f"sweep_{args.protocol}.csv",
             QUICK_CONCURRENCY if args.quick else FULL_CONCURRENCY,
             2000 if args.quick else 5000,
-            stability_percentage=50 if args.quick else 25,
+            stability_percentage=60 if args.quick else 25,
         )  # fmt: skip
     for row in result.rows:
         print(

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -104,7 +105,22 @@ class TritonServer:
         )
         return [str(tritonserver_binary()), *args, f"--backend-directory={prepare_backends()}"]
 
+    def check_ports_free(self) -> None:
+        """Refuse to start beside another server: its readiness would be mistaken for ours."""
+        for name, port in (("http", self.server.http_port), ("grpc", self.server.grpc_port),
+                           ("metrics", self.server.metrics_port)):  # fmt: skip
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.server.bind_address, port))
+                except OSError as exc:
+                    raise ServerStartError(
+                        f"{name} port {self.server.bind_address}:{port} is already in use "
+                        f"(another tritonserver?): {exc}"
+                    ) from exc
+
     def start(self) -> TritonServer:
+        self.check_ports_free()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -176,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.repository / "recommender").exists():
         parser.error(f"{args.repository} holds no model repository: run `make repository` first")
     server = TritonServer(args.repository, settings.server, args.log)
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # run the finally below: the server must not outlive us
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     server.start()
     print(f"tritonserver ready (log: {args.log})")
     print(f"  HTTP    http://{server.http_url}")

@@ -45,6 +45,8 @@ def build_server_args(
         f"--grpc-port={server.grpc_port}",
         f"--metrics-address={address}",
         f"--metrics-port={server.metrics_port}",
+        # p50/p90/p99 summaries (nv_inference_request_summary_us) for dashboards and alerts.
+        "--metrics-config=summary_latencies=true",
         f"--strict-readiness={_flag(server.strict_readiness)}",
         f"--exit-on-error={_flag(server.exit_on_error)}",
         f"--log-verbose={server.log_verbose}",

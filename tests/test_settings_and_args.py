@@ -46,3 +46,19 @@ def test_server_args_restrict_the_model_repository_api_and_load_in_order() -> No
 def test_server_args_refuse_an_empty_admin_key() -> None:
     with pytest.raises(ValueError, match="admin_key"):
         build_server_args(load_settings().server, "/models", admin_key="")
+
+
+def test_launcher_refuses_a_port_already_in_use(tmp_path: Path) -> None:
+    import socket
+
+    from serving.launcher import ServerStartError, TritonServer
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = load_settings().server.model_copy(update={"http_port": port})
+        launcher = TritonServer(tmp_path, server, tmp_path / "log.txt")
+        with pytest.raises(ServerStartError, match=f"http port 127.0.0.1:{port} is already in use"):
+            launcher.start()
+        assert launcher.process is None

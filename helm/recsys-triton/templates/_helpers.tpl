@@ -110,6 +110,7 @@ for the same settings: tests/test_helm.py renders the chart and compares the two
 - {{ printf "--grpc-port=%d" (int $s.grpcPort) | quote }}
 - {{ printf "--metrics-address=%s" $s.bindAddress | quote }}
 - {{ printf "--metrics-port=%d" (int $s.metricsPort) | quote }}
+- "--metrics-config=summary_latencies=true"
 - {{ printf "--strict-readiness=%t" $s.strictReadiness | quote }}
 - {{ printf "--exit-on-error=%t" $s.exitOnError | quote }}
 - {{ printf "--log-verbose=%d" (int $s.logVerbose) | quote }}
