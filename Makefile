@@ -50,9 +50,5 @@ clean:
 helm-tools:
 	bash scripts/install_helm_tools.sh
 
-helm-perf: setup
-	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
-	$(PY) -m perf_analyzer.sweep --quick
-
-test: setup
+helm-test: setup
 	$(PY) -m pytest tests/test_helm.py
