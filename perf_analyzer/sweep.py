@@ -79,6 +79,44 @@ def build_input_data(
 class SweepResult:
     csv_path: Path
     rows: list[dict[str, str]]
+    stdout: str = ""
+    stdout_by_level: tuple[str, ...] = ()
+
+
+def run_perf_analyzer(
+    url: str,
+    protocol: str,
+    input_data: Path,
+    out_csv: Path,
+    load_args: list[str],
+    measurement_interval_ms: int,
+    model: str = "recommender",
+    stability_percentage: int = 25,
+) -> SweepResult:
+    """One perf_analyzer invocation; `load_args` picks the load (concurrency or rate)."""
+    if not PERF_ANALYZER.exists():
+        raise PerfAnalyzerError(f"perf_analyzer not found at {PERF_ANALYZER}: run `make setup`")
+    command = [
+        str(PERF_ANALYZER), "-m", model, "-u", url, "-i", protocol,
+        "--input-data", str(input_data), *load_args,
+        "--percentile=99", f"--measurement-interval={measurement_interval_ms}",
+        # Shared 2-core machines are noisy: the quick mode accepts a wider spread.
+        f"--stability-percentage={stability_percentage}", "--max-trials=10",
+        "--verbose-csv", "-f", str(out_csv),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=perf_analyzer_environment(), timeout=600
+    )
+    if done.returncode != 0:
+        raise PerfAnalyzerError(
+            f"perf_analyzer exited {done.returncode} ({' '.join(command)}):\n"
+            f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    with out_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise PerfAnalyzerError(f"perf_analyzer wrote no measurements to {out_csv}")
+    return SweepResult(out_csv, rows, done.stdout)
 
 
 def run_sweep(
@@ -91,38 +129,51 @@ def run_sweep(
     model: str = "recommender",
     stability_percentage: int = 25,
 ) -> SweepResult:
-    if not PERF_ANALYZER.exists():
-        raise PerfAnalyzerError(f"perf_analyzer not found at {PERF_ANALYZER}: run `make setup`")
+    """A concurrency sweep, one perf_analyzer run per level (a failed level names itself)."""
     rows: list[dict[str, str]] = []
+    stdout = []
     for level in concurrency:
         part = out_csv.with_suffix(f".c{level}.csv")
-        command = [
-            str(PERF_ANALYZER), "-m", model, "-u", url, "-i", protocol,
-            "--input-data", str(input_data),
-            f"--concurrency-range={level}:{level}",
-            "--percentile=99", f"--measurement-interval={measurement_interval_ms}",
-            # Shared 2-core machines are noisy: the quick mode accepts a wider spread.
-            f"--stability-percentage={stability_percentage}", "--max-trials=10",
-            "--verbose-csv", "-f", str(part),
-        ]  # fmt: skip
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=perf_analyzer_environment(), timeout=300
-        )
-        if done.returncode != 0:
-            raise PerfAnalyzerError(
-                f"perf_analyzer exited {done.returncode}:\n"
-                f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
-            )
-        with part.open() as handle:
-            rows.extend(csv.DictReader(handle))
+        result = run_perf_analyzer(
+            url, protocol, input_data, part, [f"--concurrency-range={level}:{level}"],
+            measurement_interval_ms, model, stability_percentage,
+        )  # fmt: skip
+        rows.extend(result.rows)
+        stdout.append(result.stdout)
         part.unlink()
-    if not rows:
-        raise PerfAnalyzerError("perf_analyzer wrote no measurements")
-    with out_csv.open("w", newline="") as handle:
+    _write_rows(out_csv, rows)
+    return SweepResult(out_csv, rows, "\n".join(stdout), tuple(stdout))
+
+
+def run_request_rates(
+    url: str,
+    protocol: str,
+    input_data: Path,
+    out_csv: Path,
+    rates: tuple[float, ...],
+    measurement_interval_ms: int,
+    stability_percentage: int = 25,
+) -> SweepResult:
+    """Open-loop Poisson arrivals at each rate (requests/s), as production traffic arrives."""
+    rows: list[dict[str, str]] = []
+    for rate in rates:
+        part = out_csv.with_suffix(f".r{rate:g}.csv")
+        result = run_perf_analyzer(
+            url, protocol, input_data, part,
+            [f"--request-rate-range={rate:g}:{rate:g}", "--request-distribution=poisson"],
+            measurement_interval_ms, stability_percentage=stability_percentage,
+        )  # fmt: skip
+        rows.extend(result.rows)
+        part.unlink()
+    _write_rows(out_csv, rows)
+    return SweepResult(out_csv, rows)
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return SweepResult(out_csv, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from training.train import (
     USER_TABLE_FILE,
     Catalog,
 )
+from workflows.compiled import CompiledWorkflow
 from workflows.features import FEATURE_SPEC_FILE, USER_WORKFLOW_DIR, FeatureSpec, stack_features
 
 # The libtorch backend's default file name, so a production image can switch the ranking
@@ -40,12 +41,17 @@ RAW_USER_FEATURES: dict[str, str] = {
 
 
 class UserFeatureStage:
-    """Raw user rows (feature-store lookup, optional overrides) -> the user workflow's output."""
+    """Raw user rows (feature-store lookup, optional overrides) -> the user workflow's output.
+
+    The saved workflow is loaded unchanged; its fitted statistics are applied through
+    `CompiledWorkflow` (numpy), which tests hold equal to `Workflow.transform`.
+    """
 
     def __init__(self, version_dir: Path) -> None:
         workflow_dir = version_dir / USER_WORKFLOW_DIR
         self.workflow = nvt.Workflow.load(str(workflow_dir))
         self.spec = FeatureSpec.from_json((workflow_dir / FEATURE_SPEC_FILE).read_text())
+        self.compiled = CompiledWorkflow.from_workflow(self.workflow, self.spec)
         users = pd.read_parquet(version_dir / USER_TABLE_FILE)
         self.users = users.set_index("user_id")[list(RAW_USER_FEATURES)]
         complete = users.dropna(subset=list(RAW_USER_FEATURES))
@@ -65,6 +71,11 @@ class UserFeatureStage:
         return frame
 
     def transform(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The workflow's fitted statistics applied with numpy (the serving hot path)."""
+        return self.compiled.transform({name: raw[name].to_numpy() for name in raw.columns})
+
+    def transform_nvtabular(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The same transform through `Workflow.transform`: the reference for parity tests."""
         # NVTabular 23.08's Categorify fails on a frame whose column is entirely null (one
         # unknown user); a known row appended and dropped afterwards keeps every column typed.
         padded = pd.concat([raw, self._sentinel], ignore_index=True)

@@ -120,7 +120,9 @@ def test_served_feature_transform_equals_offline_workflow(
     user_id.set_data_from_numpy(users[["user_id"]].to_numpy(np.int64))
     result = client.infer("user_features", [user_id])
     np.testing.assert_array_equal(result.as_numpy("user_categorical"), expected_cat)
-    np.testing.assert_allclose(result.as_numpy("user_continuous"), expected_cont, rtol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("user_continuous"), expected_cont, rtol=1e-6, atol=1e-6
+    )
 
 
 def test_top_k_out_of_range_is_invalid_argument_and_server_keeps_serving(
