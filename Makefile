@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?=
 CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: help setup demo build repository serve perf perf-report perf-report-quick test lint helm-lint helm-tools helm-test clean
+.PHONY: help setup demo build repository serve perf perf-report perf-report-quick perf-tuning test lint helm-lint helm-tools helm-test clean
 
 help:
 	@echo "make demo        end to end: data -> workflows -> training -> repository -> Triton -> queries"
@@ -14,6 +14,7 @@ help:
 	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
 	@echo "make perf        quick perf_analyzer concurrency sweep (starts its own server)"
 	@echo "make perf-report full serving-efficiency report with baselines (perf-report-quick: ~3 min)"
+	@echo "make perf-tuning dynamic-batching delay / instance-count sweep"
 	@echo "make lint        ruff"
 	@echo "make clean       remove generated artefacts"
 
@@ -40,6 +41,10 @@ perf-report: setup
 perf-report-quick: setup
 	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
 	$(PY) -m perf_analyzer.report --quick $(CONFIG_FLAG)
+
+perf-tuning: setup
+	@test -d artifacts/models || $(PY) -m recsys.build $(CONFIG_FLAG)
+	$(PY) -m perf_analyzer.tuning
 
 test: setup
 	$(PY) -m pytest

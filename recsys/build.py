@@ -67,7 +67,10 @@ def build_artifacts(
         )
         fitted.save(workflows_dir)
     with step("training two-tower retrieval and DLRM ranking"):
-        metrics = train_and_export(data, fitted, settings.training, artifacts / "models")
+        metrics = train_and_export(
+            data, fitted, settings.training, artifacts / "models",
+            settings.serving.num_candidates, settings.serving.default_top_k,
+        )  # fmt: skip
     return metrics
 
 

@@ -88,12 +88,19 @@ class ServerSettings(_Section):
     restricted_api_header: str = "triton-admin-key"
 
 
+class MonitoringSettings(_Section):
+    psi_threshold: float = Field(0.2, gt=0.0)
+    ks_threshold: float = Field(0.1, gt=0.0, lt=1.0)
+    min_count: int = Field(200, ge=1)
+
+
 class Settings(_Section):
     data: DataSettings = DataSettings()
     workflows: WorkflowSettings = WorkflowSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     server: ServerSettings = ServerSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
 
 class SettingsError(ValueError):

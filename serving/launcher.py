@@ -9,6 +9,7 @@ LD_LIBRARY_PATH, or every Python model fails with `undefined symbol: _PyModule_A
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ from serving.server_args import build_server_args
 
 PYTRITON_SERVER_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
 BACKENDS_DIR = PROJECT_ROOT / ".tools" / "triton" / "backends"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ServerStartError(RuntimeError):
@@ -56,6 +58,13 @@ def prepare_backends(backends_dir: Path = BACKENDS_DIR) -> Path:
         shutil.copytree(PYTRITON_SERVER_DIR / "backends" / "python", python_dir, dirs_exist_ok=True)
         shutil.copy2(stub, python_dir / "triton_python_backend_stub")
     return backends_dir
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launching process dies, however it dies, so a
+    killed test run or benchmark never leaves a server holding ports and memory."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def server_environment() -> dict[str, str]:
@@ -129,6 +138,7 @@ class TritonServer:
             stderr=subprocess.STDOUT,
             env=server_environment(),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.wait_ready()
         return self

@@ -22,6 +22,7 @@ from merlin.io import Dataset
 from merlin.schema import Tags
 from tqdm import tqdm
 
+from monitoring.profile import PROFILE_FILE, build_reference_profile
 from recsys.datagen import SplitData
 from recsys.settings import TrainingSettings
 from training.metrics import log_loss, recall_at_k, roc_auc
@@ -231,8 +232,36 @@ def evaluate(
     }
 
 
+def served_scores_sample(
+    users: pd.DataFrame,
+    workflows: FittedWorkflows,
+    query_encoder: QueryEncoder,
+    index: faiss.Index,
+    catalog: Catalog,
+    dlrm: DLRM,
+    num_candidates: int,
+    top_k: int,
+) -> np.ndarray:
+    """The scores the served pipeline would return to these users (top_k of the ranked
+    candidates): the reference distribution for score drift."""
+    user_cat, user_cont = stack_features(transform(workflows.user, users), workflows.user_spec)
+    with torch.no_grad():
+        queries = query_encoder(torch.from_numpy(user_cat), torch.from_numpy(user_cont)).numpy()
+        _, rows = index.search(queries, min(num_candidates, index.ntotal))
+        scores = RankingScorer(dlrm)(
+            torch.from_numpy(user_cat), torch.from_numpy(user_cont),
+            torch.from_numpy(catalog.categorical[rows]), torch.from_numpy(catalog.continuous[rows]),
+        ).numpy()  # fmt: skip
+    return -np.sort(-scores, axis=1)[:, :top_k].ravel()
+
+
 def train_and_export(
-    split: SplitData, workflows: FittedWorkflows, settings: TrainingSettings, out_dir: Path
+    split: SplitData,
+    workflows: FittedWorkflows,
+    settings: TrainingSettings,
+    out_dir: Path,
+    num_candidates: int = 100,
+    top_k: int = 10,
 ) -> dict[str, float | int]:
     """Train both models, write every serving artefact into `out_dir`, return the metrics."""
     torch.manual_seed(settings.seed)
@@ -270,7 +299,15 @@ def train_and_export(
     torch.jit.script(query_encoder).save(str(out_dir / QUERY_TOWER_FILE))
     torch.jit.script(RankingScorer(dlrm).eval()).save(str(out_dir / RANKING_FILE))
     np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_embeddings)
-    faiss.write_index(build_index(item_embeddings), str(out_dir / ITEM_INDEX_FILE))
+    index = build_index(item_embeddings)
+    faiss.write_index(index, str(out_dir / ITEM_INDEX_FILE))
+    # Reference profile: requests as training traffic looked (one row per training
+    # interaction's user) and the scores served to a sample of those users.
+    requests = split.train[["user_id"]].merge(split.users, on="user_id", how="left")
+    sample = requests.sample(n=min(2000, len(requests)), random_state=settings.seed)
+    scores = served_scores_sample(sample.drop_duplicates("user_id"), workflows, query_encoder,
+                                  index, catalog, dlrm, num_candidates, top_k)  # fmt: skip
+    build_reference_profile(requests, scores).save(out_dir / PROFILE_FILE)
     catalog.save(out_dir / CATALOG_FILE)
     split.users.to_parquet(out_dir / USER_TABLE_FILE, index=False)
     (out_dir / METRICS_FILE).write_text(json.dumps(_finite(metrics), indent=2))

@@ -1,0 +1,1 @@
+"""Model-quality signals: reference profiles, live feature/score counters, drift reports."""

@@ -1,0 +1,133 @@
+"""Reference profiles: how features and served scores were distributed at training time.
+
+A profile fixes bins per feature (quantile edges for numbers, the most frequent values
+plus `__other__` for categories, a `__missing__` bin for both). The serving models count
+live traffic into exactly these bins (exported as Prometheus counters), and the drift
+report compares the two distributions bin by bin (monitoring/drift.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PROFILE_FILE = "reference_profile.json"
+MISSING = "__missing__"
+OTHER = "__other__"
+SCORE_EDGES = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    name: str
+    kind: str  # "numeric" | "categorical"
+    bins: tuple[str, ...]  # bin labels, in order
+    reference: tuple[float, ...]  # share of reference rows per bin (sums to 1)
+    edges: tuple[float, ...] = ()  # numeric: inner quantile edges
+    values: tuple[str, ...] = ()  # categorical: tracked values
+
+    def bin_labels(self, values: np.ndarray) -> np.ndarray:
+        """The bin label of every value (vectorised; used by the server and the report)."""
+        values = np.asarray(values, dtype=object)
+        missing = pd.isna(values)
+        if self.kind == "numeric":
+            numbers = np.where(missing, 0.0, values).astype(np.float64)
+            index = np.searchsorted(np.asarray(self.edges), numbers, side="right")
+            labels = np.asarray(self.bins[:-1], dtype=object)[index]
+        else:
+            known = pd.Index(self.values).get_indexer(np.where(missing, "", values).astype(str))
+            labels = np.where(known >= 0, np.asarray(self.values, dtype=object)[known], OTHER)
+        return np.where(missing, MISSING, labels)
+
+    def counts(self, values: np.ndarray) -> dict[str, int]:
+        labels, counts = np.unique(self.bin_labels(values).astype(str), return_counts=True)
+        found = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+        return {label: int(found.get(label, 0)) for label in self.bins}
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    features: tuple[FeatureProfile, ...]
+    scores: FeatureProfile
+    model_version: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def feature(self, name: str) -> FeatureProfile:
+        for profile in (*self.features, self.scores):
+            if profile.name == name:
+                return profile
+        raise KeyError(f"no feature {name!r} in the reference profile")
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> ReferenceProfile:
+        raw = json.loads(path.read_text())
+
+        def feature(item: dict) -> FeatureProfile:  # type: ignore[type-arg]
+            return FeatureProfile(
+                item["name"], item["kind"], tuple(item["bins"]), tuple(item["reference"]),
+                tuple(item["edges"]), tuple(item["values"]),
+            )  # fmt: skip
+
+        return cls(tuple(feature(f) for f in raw["features"]), feature(raw["scores"]),
+                   int(raw["model_version"]), dict(raw["extra"]))  # fmt: skip
+
+
+def _shares(profile: FeatureProfile, values: np.ndarray) -> tuple[float, ...]:
+    counts = profile.counts(values)
+    total = sum(counts.values())
+    return tuple(counts[b] / total for b in profile.bins)
+
+
+def numeric_profile(name: str, values: np.ndarray, quantiles: int = 10) -> FeatureProfile:
+    present = values[~pd.isna(values)].astype(np.float64)
+    edges = tuple(np.unique(np.quantile(present, np.linspace(0, 1, quantiles + 1)[1:-1])))
+    bins = (*(f"q{i}" for i in range(len(edges) + 1)), MISSING)
+    draft = FeatureProfile(name, "numeric", bins, (), edges)
+    return FeatureProfile(name, "numeric", bins, _shares(draft, values), edges)
+
+
+def categorical_profile(name: str, values: np.ndarray, top: int = 20) -> FeatureProfile:
+    series = pd.Series(values, dtype=object).dropna()
+    tracked = tuple(str(v) for v in series.value_counts().index[:top])
+    bins = (*tracked, OTHER, MISSING)
+    draft = FeatureProfile(name, "categorical", bins, (), (), tracked)
+    return FeatureProfile(name, "categorical", bins, _shares(draft, values), (), tracked)
+
+
+def score_profile(scores: np.ndarray) -> FeatureProfile:
+    edges = SCORE_EDGES[1:-1]
+    bins = (*(f"[{lo:.1f},{hi:.1f})" for lo, hi in pairwise(SCORE_EDGES)), MISSING)
+    draft = FeatureProfile("score", "numeric", bins, (), edges)
+    return FeatureProfile("score", "numeric", bins, _shares(draft, scores), edges)
+
+
+# Raw request features tracked, and how: numbers by quantile, categories by frequency.
+# zipcode has ~20k values: tracked by its top values plus __other__, which still moves when
+# traffic shifts to unseen zip codes.
+TRACKED_FEATURES: dict[str, str] = {
+    "age": "numeric",
+    "country": "categorical",
+    "device": "categorical",
+    "zipcode": "categorical",
+}
+
+
+def build_reference_profile(
+    request_rows: pd.DataFrame, served_scores: np.ndarray, model_version: int = 0
+) -> ReferenceProfile:
+    """`request_rows`: raw user features as requests carry them (one row per request)."""
+    features = tuple(
+        numeric_profile(name, request_rows[name].to_numpy())
+        if kind == "numeric"
+        else categorical_profile(name, request_rows[name].to_numpy())
+        for name, kind in TRACKED_FEATURES.items()
+    )
+    return ReferenceProfile(features, score_profile(served_scores), model_version)
