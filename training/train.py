@@ -45,21 +45,33 @@ class Catalog:
     item_ids: np.ndarray  # int64 [N]
     categorical: np.ndarray  # int64 [N, n_cat]
     continuous: np.ndarray  # float32 [N, n_cont]
+    # Training-popularity decile per item (0 = most impressed), for coverage monitoring.
+    popularity_decile: np.ndarray  # int8 [N]
 
     def save(self, path: Path) -> None:
-        np.savez(
-            path, item_ids=self.item_ids, categorical=self.categorical, continuous=self.continuous
-        )
+        np.savez(path, item_ids=self.item_ids, categorical=self.categorical,
+                 continuous=self.continuous, popularity_decile=self.popularity_decile)  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
         with np.load(path) as arrays:
-            return cls(arrays["item_ids"], arrays["categorical"], arrays["continuous"])
+            item_ids = arrays["item_ids"]
+            # Catalogs written before popularity tracking: decile -1 ("unknown").
+            deciles = (arrays["popularity_decile"] if "popularity_decile" in arrays
+                       else np.full(len(item_ids), -1, dtype=np.int8))  # fmt: skip
+            return cls(item_ids, arrays["categorical"], arrays["continuous"], deciles)
 
 
-def build_catalog(items: pd.DataFrame, workflows: FittedWorkflows) -> Catalog:
+def popularity_deciles(item_ids: np.ndarray, train: pd.DataFrame) -> np.ndarray:
+    counts = train["item_id"].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+    rank = np.argsort(np.argsort(-counts, kind="stable"), kind="stable")
+    return (rank * 10 // len(item_ids)).astype(np.int8)
+
+
+def build_catalog(items: pd.DataFrame, workflows: FittedWorkflows, train: pd.DataFrame) -> Catalog:
     categorical, continuous = stack_features(transform(workflows.item, items), workflows.item_spec)
-    return Catalog(items["item_id"].to_numpy(np.int64), categorical, continuous)
+    item_ids = items["item_id"].to_numpy(np.int64)
+    return Catalog(item_ids, categorical, continuous, popularity_deciles(item_ids, train))
 
 
 def feature_frame(
@@ -268,7 +280,7 @@ def train_and_export(
     np.random.seed(settings.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     user_spec, item_spec = workflows.user_spec, workflows.item_spec
-    catalog = build_catalog(split.items, workflows)
+    catalog = build_catalog(split.items, workflows, split.train)
     train_frame = feature_frame(split.train, split.users, catalog, workflows)
     valid_frame = feature_frame(split.valid, split.users, catalog, workflows)
 

@@ -1,0 +1,102 @@
+"""Custom Prometheus metrics from the Python-backend models (Triton's metrics API).
+
+Counters appear on Triton's metrics endpoint (port 8002) beside its own nv_* metrics,
+labelled by model and version. Feature and score bins come from the version's reference
+profile, so `monitoring.drift` can compare live counts with it bin for bin.
+
+    recsys_requests_total{model,version}                user rows seen
+    recsys_feature_bin_total{model,version,feature,bin} raw request features, binned
+    recsys_oov_total{model,version,feature}             ids/categories out of vocabulary
+    recsys_missing_total{model,version,feature}         missing raw feature values
+    recsys_score_bin_total{model,version,bin}           served scores, binned
+    recsys_short_results_total{model,version}           answers with fewer than top_k items
+    recsys_served_items_total{model,version,popularity_decile}  served items by popularity
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring.profile import ReferenceProfile
+from workflows.features import OOV_INDEX
+
+FAMILIES: dict[str, str] = {
+    "recsys_requests_total": "User rows seen by the feature transform",
+    "recsys_feature_bin_total": "Raw request feature values per reference-profile bin",
+    "recsys_oov_total": "Categorical values mapped to the out-of-vocabulary index",
+    "recsys_missing_total": "Raw feature values missing (null) after lookup and overrides",
+    "recsys_score_bin_total": "Served scores per reference-profile bin",
+    "recsys_short_results_total": "Answers with fewer items than top_k (exclusions)",
+    "recsys_served_items_total": "Served items by training-popularity decile (0 = most popular)",
+}
+OOV_TRACKED = ("user_id", "country", "device")
+
+
+class LiveMetrics:
+    """Counter families for one model version; metrics per label set are created once."""
+
+    def __init__(self, pb_utils: Any, model: str, version: str) -> None:
+        self._pb = pb_utils
+        self._labels = {"model": model, "version": version}
+        self._families = {
+            name: pb_utils.MetricFamily(
+                name=name, description=text, kind=pb_utils.MetricFamily.COUNTER
+            )
+            for name, text in FAMILIES.items()
+        }
+        self._metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+    def increment(self, family: str, amount: float, **labels: str) -> None:
+        if amount <= 0:
+            return
+        key = (family, tuple(sorted(labels.items())))
+        metric = self._metrics.get(key)
+        if metric is None:
+            metric = self._families[family].Metric(labels={**self._labels, **labels})
+            self._metrics[key] = metric
+        metric.increment(float(amount))
+
+
+def observe_user_features(
+    metrics: LiveMetrics,
+    profile: ReferenceProfile | None,
+    raw: pd.DataFrame,
+    categorical: np.ndarray,
+    categorical_names: Sequence[str],
+) -> None:
+    metrics.increment("recsys_requests_total", len(raw))
+    for index, name in enumerate(categorical_names):
+        if name in OOV_TRACKED:
+            metrics.increment("recsys_oov_total", int((categorical[:, index] == OOV_INDEX).sum()),
+                              feature=name)  # fmt: skip
+    for name in raw.columns:
+        if name != "user_id":
+            metrics.increment("recsys_missing_total", int(raw[name].isna().sum()), feature=name)
+    if profile is None:
+        return
+    for feature in profile.features:
+        for label, count in feature.counts(raw[feature.name].to_numpy()).items():
+            metrics.increment("recsys_feature_bin_total", count, feature=feature.name, bin=label)
+
+
+def observe_results(
+    metrics: LiveMetrics,
+    profile: ReferenceProfile | None,
+    scores: Sequence[np.ndarray],
+    deciles: Sequence[np.ndarray],
+    top_k: Sequence[int],
+) -> None:
+    """One entry per answered user: its served scores and the items' popularity deciles."""
+    metrics.increment("recsys_short_results_total",
+                      sum(len(s) < k for s, k in zip(scores, top_k, strict=True)))  # fmt: skip
+    served = np.concatenate(list(deciles)) if deciles else np.empty(0, dtype=np.int8)
+    for decile, count in zip(*np.unique(served, return_counts=True), strict=True):
+        metrics.increment("recsys_served_items_total", int(count), popularity_decile=str(decile))
+    if profile is None or not scores:
+        return
+    for label, count in profile.scores.counts(np.concatenate(list(scores))).items():
+        metrics.increment("recsys_score_bin_total", count, bin=label)
