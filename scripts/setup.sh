@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------
-DEBIAN_PACKAGES=(libb64-0d)
+# libb64-0d: perf_analyzer; prometheus: promtool, which checks the chart's alert rules.
+DEBIAN_PACKAGES=(libb64-0d prometheus)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,8 +1,11 @@
 """The Helm chart (helm/recsys-triton), checked with the real tools.
 
 - helm v3.17 (`helm lint --strict`, `helm template`) from .tools/bin/helm,
-- kubernetes-validate's bundled Kubernetes schemas, strict (unknown fields rejected), plus a
-  vendored strict schema for the one custom resource the chart renders (ServiceMonitor),
+- kubernetes-validate's bundled Kubernetes schemas, strict (unknown fields rejected), plus
+  vendored strict schemas for the custom resources the chart renders (ServiceMonitor,
+  PrometheusRule),
+- promtool (`promtool check rules`, `promtool test rules`) on the alert rules when it is on the
+  PATH (Debian's `prometheus` package; no PyPI package ships it), skipped otherwise,
 - checkov on every rendered manifest set,
 - the chart's own scripts (archive fetcher, `helm test` request) run for real against HTTP
   servers on 127.0.0.1.
@@ -19,6 +22,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +68,9 @@ VALUE_SET_IDS = ["defaults", *(p.stem for p in EXAMPLES)]
 CUSTOM_RESOURCE_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): (
         ROOT / "helm" / "schemas" / "servicemonitor-monitoring.coreos.com-v1.json"
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        ROOT / "helm" / "schemas" / "prometheusrule-monitoring.coreos.com-v1.json"
     ),
 }
 
@@ -306,6 +313,23 @@ def test_validators_are_strict() -> None:
     validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
     assert not validator.is_valid(monitor)
 
+    rule_schema = CUSTOM_RESOURCE_SCHEMAS[("monitoring.coreos.com/v1", "PrometheusRule")]
+    rule_validator = jsonschema.Draft202012Validator(json.loads(rule_schema.read_text()))
+    rules = find(render(CHART / "examples" / "autoscaling.yaml"), "PrometheusRule")
+    assert rule_validator.is_valid(rules)
+    broken: list[Manifest] = []
+    for mutate in (
+        lambda r: r["spec"]["groups"][0]["rules"][0].update({"severity": "critical"}),
+        lambda r: r["spec"]["groups"][0]["rules"][0].update({"for": "5 minutes"}),
+        lambda r: r["spec"]["groups"][0]["rules"][0].update({"record": "recsys:errors"}),
+        lambda r: r["spec"]["groups"][0]["rules"][0]["labels"].update({"severity": 2}),
+        lambda r: r["spec"]["groups"][0].update({"evaluationInterval": "1m"}),
+    ):
+        bad = copy.deepcopy(rules)
+        mutate(bad)
+        broken.append(bad)
+    assert not any(rule_validator.is_valid(bad) for bad in broken)
+
 
 def test_rendered_kinds() -> None:
     kinds = sorted(d["kind"] for d in render())
@@ -323,7 +347,7 @@ def test_rendered_kinds() -> None:
         ]
     )
     autoscaling = {d["kind"] for d in render(CHART / "examples" / "autoscaling.yaml")}
-    assert {"HorizontalPodAutoscaler", "ServiceMonitor"} <= autoscaling
+    assert {"HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule"} <= autoscaling
     ingress = {d["kind"] for d in render(CHART / "examples" / "cpu.yaml")}
     assert "Ingress" in ingress
 
@@ -348,6 +372,7 @@ def test_default_values_mirror_config(settings: Settings) -> None:
     assert values["instanceKind"] == settings.serving.instance_kind
     assert values["tests"]["model"] == ENSEMBLE_NAME
     assert values["autoscaling"]["queueTime"]["model"] == ENSEMBLE_NAME
+    assert values["metrics"]["prometheusRule"]["model"] == ENSEMBLE_NAME
 
 
 @pytest.mark.parametrize("values_file", VALUE_SETS, ids=VALUE_SET_IDS)
@@ -558,17 +583,313 @@ def test_service_monitor_scrapes_the_metrics_port() -> None:
     assert selector.items() <= service["metadata"]["labels"].items()
 
 
-def test_grafana_dashboard() -> None:
+def _dashboard() -> dict[str, Any]:
     dashboard_map = find(render(), "ConfigMap", "dashboard")
     assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    dashboard = json.loads(dashboard_map["data"]["recsys-triton.json"])
-    titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
+    dashboard: dict[str, Any] = json.loads(dashboard_map["data"]["recsys-triton.json"])
+    return dashboard
+
+
+def _dashboard_sections(dashboard: dict[str, Any]) -> dict[str, list[Manifest]]:
+    """Panels by row title ("" for the panels above the first row)."""
+    sections: dict[str, list[Manifest]] = {"": []}
+    current = ""
+    for panel in sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            current = panel["title"]
+            sections[current] = []
+        else:
+            sections[current].append(panel)
+    return sections
+
+
+def test_grafana_dashboard() -> None:
+    dashboard = _dashboard()
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    triton = _dashboard_sections(dashboard)[""]
+    titles = " | ".join(p["title"].lower() for p in triton)
     for topic in ("request rate", "failures", "p99", "average request latency", "queue", "compute"):
         assert topic in titles, topic
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in triton for t in p["targets"]]
     assert all("nv_inference_" in e for e in exprs)
     assert any("nv_inference_queue_duration_us" in e for e in exprs)
     assert any("nv_inference_compute_infer_duration_us" in e for e in exprs)
+
+
+def test_grafana_dashboard_model_quality_row() -> None:
+    quality = _dashboard_sections(_dashboard())["Model quality"]
+    by_title = {p["title"].lower(): p for p in quality}
+    expected = {
+        "oov rate": "recsys_oov_total",
+        "missing-value rate": "recsys_missing_total",
+        "served-score distribution": "recsys_score_bin_total",
+        "short-result rate": "recsys_short_results_total",
+        "popularity deciles": "recsys_served_items_total",
+        "unseen categorical values": "recsys_feature_bin_total",
+        "p99": 'nv_inference_request_summary_us{namespace="$namespace", pod=~"$pod", '
+        'model="recommender", quantile="0.99"}',
+    }
+    for topic, metric in expected.items():
+        (panel,) = (p for t, p in by_title.items() if topic in t)
+        assert any(metric in t["expr"] for t in panel["targets"]), (topic, panel["targets"])
+    for panel in quality:
+        for target in panel["targets"]:
+            assert 'namespace="$namespace"' in target["expr"] and 'pod=~"$pod"' in target["expr"]
+    # Distributions are shares of their own total, stacked to 100%.
+    for topic in ("served-score distribution", "popularity deciles"):
+        (panel,) = (p for t, p in by_title.items() if topic in t)
+        assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+        assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+# --- alert rules (PrometheusRule) -----------------------------------------------------------
+
+ALERTS = {
+    "RecsysHighErrorRate",
+    "RecsysHighP99Latency",
+    "RecsysHighQueueTime",
+    "RecsysHighOOVRate",
+    "RecsysScoreDrift",
+    "RecsysFeatureDrift",
+}
+
+
+def alert_rules(docs: list[Manifest]) -> dict[str, Manifest]:
+    rule = find(docs, "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    assert len({g["name"] for g in groups}) == len(groups), "group names must be unique"
+    alerts = [r for g in groups for r in g["rules"]]
+    names = [r["alert"] for r in alerts]
+    assert len(names) == len(set(names)), names
+    return {r["alert"]: r for r in alerts}
+
+
+def test_prometheus_rule_renders_only_when_enabled() -> None:
+    assert not [d for d in render() if d["kind"] == "PrometheusRule"]
+    assert set(alert_rules(render(None, "metrics.prometheusRule.enabled=true"))) == ALERTS
+    rule = find(render(CHART / "examples" / "autoscaling.yaml"), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_every_alert_says_what_to_do() -> None:
+    for name, alert in alert_rules(render(CHART / "examples" / "autoscaling.yaml")).items():
+        assert alert["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert alert["for"], name
+        annotations = alert["annotations"]
+        assert set(annotations) >= {"summary", "description"}, name
+        assert annotations["summary"].strip() and "\n" not in annotations["summary"], name
+        assert len(annotations["description"]) > 150, name
+    drift = alert_rules(render(CHART / "examples" / "autoscaling.yaml"))
+    for name in ("RecsysScoreDrift", "RecsysFeatureDrift"):
+        description = drift[name]["annotations"]["description"]
+        assert "python -m monitoring.drift --profile" in description, name
+        assert "--metrics-url" in description, name
+
+
+def test_alerts_select_what_the_service_monitor_scrapes() -> None:
+    docs = render(CHART / "examples" / "autoscaling.yaml")
+    service = find(docs, "Service")["metadata"]["name"]
+    selector = f'job="{service}",namespace="{NAMESPACE}"'
+    for name, alert in alert_rules(docs).items():
+        selectors = alert["expr"].count("{")
+        assert alert["expr"].count(selector) == selectors, (name, alert["expr"])
+    custom = alert_rules(
+        render(None, "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.job=triton")
+    )
+    assert all('job="triton",' in a["expr"] for a in custom.values())
+
+
+def test_alert_expressions(tmp_path: Path) -> None:
+    alerts = alert_rules(render(CHART / "examples" / "autoscaling.yaml"))
+    ensemble = f'model="{ENSEMBLE_NAME}"'
+    error = alerts["RecsysHighErrorRate"]["expr"]
+    assert "nv_inference_request_failure{" in error and "nv_inference_request_success{" in error
+    assert error.count(ensemble) == 3 and "[5m]" in error
+    p99 = alerts["RecsysHighP99Latency"]["expr"]
+    assert "nv_inference_request_summary_us{" in p99 and 'quantile="0.99"' in p99
+    assert ensemble in p99 and "by (namespace, job, pod)" in p99
+    queue = alerts["RecsysHighQueueTime"]["expr"]
+    assert "rate(nv_inference_queue_duration_us{" in queue
+    assert "rate(nv_inference_request_success{" in queue and queue.count(ensemble) == 2
+    oov = alerts["RecsysHighOOVRate"]["expr"]
+    assert "recsys_oov_total{" in oov and 'feature="user_id"}[15m]' in oov
+    assert "recsys_requests_total{" in oov and 'model="user_features"}[15m]' in oov
+    score = alerts["RecsysScoreDrift"]["expr"]
+    assert score.count("recsys_score_bin_total{") == 2 and 'bin!="__missing__"' in score
+    # The low-bin matcher takes exactly the bins below 0.5 (PromQL regexes are anchored; the
+    # PromQL string unescapes `\\` to `\`).
+    (low,) = re.findall(r'bin=~"([^"]+)"', score)
+    low = low.replace("\\\\", "\\")
+    bins = [f"[{i / 10:.1f},{(i + 1) / 10:.1f})" for i in range(10)] + ["__missing__"]
+    assert [b for b in bins if re.fullmatch(low, b)] == bins[:5]
+    feature = alerts["RecsysFeatureDrift"]["expr"]
+    assert 'feature=~"device",bin="__other__"' in feature
+    assert "by (namespace, job, version, feature)" in feature
+    no_feature_drift = tmp_path / "no-feature-drift.yaml"
+    no_feature_drift.write_text(
+        yaml.safe_dump(
+            {"metrics": {"prometheusRule": {"enabled": True, "featureDrift": {"features": []}}}}
+        )
+    )
+    assert set(alert_rules(render(no_feature_drift))) == ALERTS - {"RecsysFeatureDrift"}
+
+
+def test_alert_thresholds_and_durations_follow_the_values(tmp_path: Path) -> None:
+    # A values file: `--set` would pass 0.037 as a string, which the schema rejects.
+    rule = {
+        "enabled": True,
+        "model": "recsys_ensemble",
+        "errorRate": {"threshold": 0.037, "for": "7m", "severity": "warning"},
+        "p99Latency": {"thresholdMicroseconds": 45678, "for": "11m"},
+        "queueTime": {"thresholdMicroseconds": 3456, "for": "13m"},
+        "oovRate": {"threshold": 0.42, "for": "17m"},
+        "scoreDrift": {"threshold": 0.19, "for": "2h"},
+        "featureDrift": {"threshold": 0.07, "for": "90m", "features": ["device", "country"]},
+    }
+    values_file = tmp_path / "thresholds.yaml"
+    values_file.write_text(yaml.safe_dump({"metrics": {"prometheusRule": rule}}))
+    alerts = alert_rules(render(values_file))
+    expected = {
+        "RecsysHighErrorRate": ("0.037", "7m"),
+        "RecsysHighP99Latency": ("45678", "11m"),
+        "RecsysHighQueueTime": ("3456", "13m"),
+        "RecsysHighOOVRate": ("0.42", "17m"),
+        "RecsysScoreDrift": ("0.19", "2h"),
+        "RecsysFeatureDrift": ("0.07", "90m"),
+    }
+    for name, (threshold, duration) in expected.items():
+        alert = alerts[name]
+        assert alert["expr"].rstrip().endswith(f"> {threshold}"), (name, alert["expr"])
+        assert alert["for"] == duration, name
+    assert alerts["RecsysHighErrorRate"]["labels"]["severity"] == "warning"
+    assert 'model="recsys_ensemble"' in alerts["RecsysHighQueueTime"]["expr"]
+    assert 'feature=~"device|country"' in alerts["RecsysFeatureDrift"]["expr"]
+    assert "3.7%" in alerts["RecsysHighErrorRate"]["annotations"]["description"]
+    assert "42%" in alerts["RecsysHighOOVRate"]["annotations"]["description"]
+
+
+# promtool: the Debian `prometheus` package ships it; PyPI has no package that does.
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not on the PATH (apt-get install prometheus)"
+)
+
+
+def _promtool(*args: str, cwd: Path) -> None:
+    assert PROMTOOL is not None
+    result = subprocess.run(
+        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _series(metric: str, values: str, **labels: str) -> dict[str, str]:
+    text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{text}}}", "values": values}
+
+
+@needs_promtool
+def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    """promtool checks the rules (PromQL and annotation templates), then a unit test feeds
+    synthetic series and checks which alerts fire, with which labels."""
+    rule = find(render(CHART / "examples" / "autoscaling.yaml"), "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    _promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+
+    # The unit test compares annotations too: leave them out (checked above).
+    bare = copy.deepcopy(rule["spec"])
+    for group in bare["groups"]:
+        for alert in group["rules"]:
+            del alert["annotations"]
+    (tmp_path / "bare.yaml").write_text(yaml.safe_dump(bare))
+
+    job = {"job": f"{RELEASE}-recsys-triton", "namespace": NAMESPACE}
+    other_job = {"job": "other", "namespace": NAMESPACE}
+    ens = {**job, "model": ENSEMBLE_NAME, "version": "1", "pod": "a"}
+    pod_b = {**ens, "pod": "b"}
+    uf1 = {**job, "model": "user_features", "version": "1"}
+    uf2 = {**job, "model": "user_features", "version": "2"}
+    ro1 = {**job, "model": "reorder", "version": "1"}
+    ro2 = {**job, "model": "reorder", "version": "2"}
+    series = [
+        # ensemble: 5 failures per 100 successes a minute (4.8% > 1%), 20 ms queue per request
+        _series("nv_inference_request_success", "0+100x150", **ens),
+        _series("nv_inference_request_failure", "0+5x150", **ens, reason="BACKEND"),
+        _series("nv_inference_queue_duration_us", "0+2000000x150", **ens),
+        # another job failing everything: out of the alerts' selectors
+        _series("nv_inference_request_success", "0+1x150", **{**ens, **other_job}),
+        _series("nv_inference_request_failure", "0+100x150", **{**ens, **other_job}),
+        # p99 70 ms on pod a, 50 ms on pod b; other quantiles do not count
+        _series("nv_inference_request_summary_us", "70000x150", **ens, quantile="0.99"),
+        _series("nv_inference_request_summary_us", "50000x150", **pod_b, quantile="0.99"),
+        _series("nv_inference_request_summary_us", "90000x150", **pod_b, quantile="0.5"),
+        # user_id OOV: 40% in version 1, 10% in version 2; device OOV does not count
+        _series("recsys_requests_total", "0+100x150", **uf1),
+        _series("recsys_oov_total", "0+40x150", **uf1, feature="user_id"),
+        _series("recsys_oov_total", "0+90x150", **uf1, feature="device"),
+        _series("recsys_requests_total", "0+100x150", **uf2),
+        _series("recsys_oov_total", "0+10x150", **uf2, feature="user_id"),
+        # scores: version 1 has 40% below 0.5 (__missing__ left out), version 2 has 10%
+        _series("recsys_score_bin_total", "0+20x150", **ro1, bin="[0.0,0.1)"),
+        _series("recsys_score_bin_total", "0+20x150", **ro1, bin="[0.4,0.5)"),
+        _series("recsys_score_bin_total", "0+30x150", **ro1, bin="[0.5,0.6)"),
+        _series("recsys_score_bin_total", "0+30x150", **ro1, bin="[0.9,1.0)"),
+        _series("recsys_score_bin_total", "0+500x150", **ro1, bin="__missing__"),
+        _series("recsys_score_bin_total", "0+10x150", **ro2, bin="[0.4,0.5)"),
+        _series("recsys_score_bin_total", "0+90x150", **ro2, bin="[0.5,0.6)"),
+        # unseen devices: 20% in version 1; country (not watched) 50%
+        _series("recsys_feature_bin_total", "0+20x150", **uf1, feature="device", bin="__other__"),
+        _series("recsys_feature_bin_total", "0+80x150", **uf1, feature="device", bin="mobile"),
+        _series("recsys_feature_bin_total", "0+50x150", **uf1, feature="country", bin="__other__"),
+        _series("recsys_feature_bin_total", "0+50x150", **uf1, feature="country", bin="US"),
+    ]
+    warning = {"severity": "warning"}
+    fired = {
+        "RecsysHighErrorRate": (15, [{"severity": "critical", **job}]),
+        "RecsysHighP99Latency": (15, [{**warning, **job, "pod": "a"}]),
+        "RecsysHighQueueTime": (15, [{**warning, **job}]),
+        "RecsysHighOOVRate": (50, [{**warning, **job, "version": "1"}]),
+        "RecsysScoreDrift": (130, [{**warning, **job, "version": "1"}]),
+        "RecsysFeatureDrift": (130, [{**warning, **job, "version": "1", "feature": "device"}]),
+    }
+    cases = []
+    for name, (minutes, labels) in fired.items():
+        cases.append({"eval_time": "3m", "alertname": name, "exp_alerts": []})  # `for:` pending
+        cases.append(
+            {
+                "eval_time": f"{minutes}m",
+                "alertname": name,
+                "exp_alerts": [{"exp_labels": lbl} for lbl in labels],
+            }
+        )
+    unit = {
+        "rule_files": ["bare.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(unit, sort_keys=False))
+    _promtool("test", "rules", "test.yaml", cwd=tmp_path)
+
+
+@needs_promtool
+def test_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:
+    """Every panel query, with Grafana's variables filled in, is a valid PromQL expression."""
+    variables = {"$namespace": NAMESPACE, "$pod": ".*", "$model": ".*", "$__rate_interval": "1m"}
+    rules = []
+    for panel in _dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            assert "$" not in expr, expr
+            rules.append(
+                {"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr}
+            )
+    (tmp_path / "dashboard.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]})
+    )
+    _promtool("check", "rules", "dashboard.yaml", cwd=tmp_path)
 
 
 # --- values.schema.json -----------------------------------------------------------------
@@ -612,6 +933,34 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "shm-below-minimum": (
         {"server": {"pythonShmDefaultByteSize": 1024}},
         "server.pythonShmDefaultByteSize",
+    ),
+    "alert-threshold-as-string": (
+        {"metrics": {"prometheusRule": {"errorRate": {"threshold": "1%"}}}},
+        "metrics.prometheusRule.errorRate.threshold",
+    ),
+    "alert-share-above-1": (
+        {"metrics": {"prometheusRule": {"oovRate": {"threshold": 30}}}},
+        "metrics.prometheusRule.oovRate.threshold",
+    ),
+    "alert-latency-as-float": (
+        {"metrics": {"prometheusRule": {"p99Latency": {"thresholdMicroseconds": 60.5}}}},
+        "metrics.prometheusRule.p99Latency.thresholdMicroseconds",
+    ),
+    "alert-bad-duration": (
+        {"metrics": {"prometheusRule": {"scoreDrift": {"for": "1 hour"}}}},
+        "metrics.prometheusRule.scoreDrift.for",
+    ),
+    "alert-bad-severity": (
+        {"metrics": {"prometheusRule": {"queueTime": {"severity": "page"}}}},
+        "metrics.prometheusRule.queueTime.severity",
+    ),
+    "alert-unknown-key": (
+        {"metrics": {"prometheusRule": {"errorRate": {"treshold": 0.1}}}},
+        "treshold",
+    ),
+    "alert-feature-regex": (
+        {"metrics": {"prometheusRule": {"featureDrift": {"features": ["device|.*"]}}}},
+        "metrics.prometheusRule.featureDrift.features.0",
     ),
 }
 
