@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"gRPC, :{server.http_port} for HTTP)",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
+    parser.add_argument(
+        "--retries", type=int, default=3, help="extra attempts when the server is unavailable"
+    )
+    parser.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=None,
+        help="stop retrying this many seconds after the first attempt",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     commands = parser.add_subparsers(dest="command", required=True)
     recommend = commands.add_parser("recommend", help="top-k items for one user")
@@ -65,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     port = server.grpc_port if args.protocol == "grpc" else server.http_port
     url = args.url or f"{server.bind_address}:{port}"
     try:
-        with RecommenderClient(url, args.protocol, timeout_s=args.timeout) as client:
+        with RecommenderClient(
+            url,
+            args.protocol,
+            timeout_s=args.timeout,
+            retries=args.retries,
+            retry_deadline_s=args.retry_deadline,
+        ) as client:
             if args.command == "versions":
                 print(json.dumps(client.model_versions(), indent=2))
                 return 0

@@ -1,16 +1,25 @@
 """Typed client for the `recommender` ensemble, over gRPC or HTTP (tritonclient).
 
-Raw values in (user id, optional raw user features, exclusions), raw item ids out. Calls
-that fail with UNAVAILABLE (server restarting, overloaded) are retried with exponential
-backoff; everything else raises `RecommenderClientError` naming what went wrong.
+Raw values in (user id, optional raw user features, exclusions), raw item ids out.
+
+Failures are classified into one status vocabulary for both protocols (gRPC status names;
+HTTP codes and socket errors are mapped onto them) and raised as `RecommenderClientError`
+subclasses. Only UNAVAILABLE is retried, with capped exponential backoff and jitter: the
+request never reached a model (connection refused or reset, server stopping or still
+loading), and a recommendation is a read, so sending it again cannot change anything.
+Timeouts are not retried: the server may still be working on the first attempt, and
+retrying would add load exactly when the server is slow. See docs/errors.md.
 """
 
 from __future__ import annotations
 
+import http.client
+import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -21,26 +30,120 @@ ENSEMBLE = "recommender"
 Protocol = Literal["grpc", "http"]
 RAW_FLOAT_FEATURES = ("age",)
 RAW_STRING_FEATURES = ("country", "device", "zipcode")
-# Status strings that mean "try again": the server is not (yet) there or is shedding load.
-RETRYABLE = (
-    "UNAVAILABLE",
-    "StatusCode.UNAVAILABLE",
-    "Connection refused",
-    "connection refused",
-    "Server not ready",
-    "503",
-    "Broken pipe",
-    "Connection reset",
-    "RemoteDisconnected",
-)
+T = TypeVar("T")
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # what tritonclient sets when given no channel args
+
+# HTTP status -> the gRPC status name Triton uses for the same error.
+HTTP_STATUS_CODES = {
+    "400": "INVALID_ARGUMENT",
+    "403": "PERMISSION_DENIED",
+    "404": "NOT_FOUND",
+    "409": "ALREADY_EXISTS",
+    "499": "CANCELLED",
+    "500": "INTERNAL",
+    "501": "UNIMPLEMENTED",
+    "503": "UNAVAILABLE",
+}
+# Triton answers NOT_FOUND "... has no available versions" while a known model is loading
+# or unloading (e.g. during a server restart's shutdown): it is unavailable, not unknown.
+NO_VERSIONS_MARKER = "has no available versions"
+# gRPC's default reconnect backoff grows to 120 s: after a server restart the channel could
+# sit in TRANSIENT_FAILURE long after the server is back. Cap it at one second.
+GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class RecommenderClientError(RuntimeError):
-    """The server refused or failed a request; `status` carries Triton's status if any."""
+    """The server refused or failed a request.
 
-    def __init__(self, message: str, status: str | None = None) -> None:
+    `status` is the protocol's raw status (e.g. "StatusCode.INVALID_ARGUMENT" or "400"),
+    `code` the protocol-independent name (INVALID_ARGUMENT, UNAVAILABLE, INTERNAL, ...),
+    `attempts` how many times the request was sent.
+    """
+
+    def __init__(
+        self, message: str, status: str | None = None, code: str = "UNKNOWN", attempts: int = 1
+    ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.code, self.attempts = status, code, attempts
+
+
+class InvalidRequestError(RecommenderClientError):
+    """INVALID_ARGUMENT / HTTP 400: the request itself is wrong; sending it again won't help."""
+
+
+class ServerUnavailableError(RecommenderClientError):
+    """UNAVAILABLE after every retry: no server answered, or it was stopping or loading."""
+
+
+class RequestTimeoutError(RecommenderClientError):
+    """No answer within the per-attempt timeout (DEADLINE_EXCEEDED); not retried."""
+
+
+class ServerFailedError(RecommenderClientError):
+    """INTERNAL or another server-side failure (e.g. a dead Python-backend stub)."""
+
+
+ERROR_CLASSES: dict[str, type[RecommenderClientError]] = {
+    "INVALID_ARGUMENT": InvalidRequestError,
+    "UNAVAILABLE": ServerUnavailableError,
+    "DEADLINE_EXCEEDED": RequestTimeoutError,
+    "INTERNAL": ServerFailedError,
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    status: str | None
+    message: str
+    reconnect: bool  # open a fresh connection before retrying
+
+    @property
+    def retryable(self) -> bool:
+        return self.code == "UNAVAILABLE"
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """Map a tritonclient or socket exception onto a status name; None if not a call error."""
+    if isinstance(exc, InferenceServerException):
+        status = exc.status()
+        message = exc.message() or str(exc)
+        raw = (status or "").removeprefix("StatusCode.")
+        code = HTTP_STATUS_CODES.get(raw, raw or "UNKNOWN")
+        if code == "NOT_FOUND" and NO_VERSIONS_MARKER in message:
+            code = "UNAVAILABLE"
+        # Any UNAVAILABLE: drop the connection. A kept-alive connection to a server that is
+        # shutting down holds up its drain, and behind a load balancer a new connection can
+        # reach another replica.
+        return Failure(code, status, message, reconnect=code == "UNAVAILABLE")
+    if isinstance(exc, TimeoutError):  # before OSError: socket timeouts are OSErrors too
+        return Failure("DEADLINE_EXCEEDED", None, f"timed out: {exc}", reconnect=True)
+    if isinstance(exc, OSError | http.client.HTTPException):
+        # Refused, reset, broken pipe, or geventhttpclient's HTTPConnectionClosed (an
+        # HTTPException) while the server shuts down: nothing was answered.
+        return Failure("UNAVAILABLE", None, f"{type(exc).__name__}: {exc}", reconnect=True)
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries on UNAVAILABLE: `retries` more attempts, sleeping backoff_s * 2**n (capped at
+    max_backoff_s, times a random factor in [0.5, 1] so clients do not retry in lockstep),
+    and never past `deadline_s` after the first attempt if it is set."""
+
+    retries: int = 3
+    backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    deadline_s: float | None = None
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * rng.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -61,6 +164,8 @@ class Recommendation:
 
 
 class RecommenderClient:
+    """gRPC or HTTP client; thread-safe for gRPC, one instance per thread for HTTP."""
+
     def __init__(
         self,
         url: str,
@@ -69,18 +174,40 @@ class RecommenderClient:
         timeout_s: float = 10.0,
         retries: int = 3,
         backoff_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+        retry_deadline_s: float | None = None,
     ) -> None:
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0:
+            raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
         self.url, self.protocol, self.model_name = url, protocol, model_name
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.timeout_s = timeout_s
+        self.retry = RetryPolicy(retries, backoff_s, max_backoff_s, retry_deadline_s)
         self._module: Any = grpcclient if protocol == "grpc" else httpclient
-        if protocol == "grpc":
-            self._client: Any = grpcclient.InferenceServerClient(url)
-        else:
-            self._client = httpclient.InferenceServerClient(
-                url, connection_timeout=timeout_s, network_timeout=timeout_s
-            )
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._client: Any = self._connect()
+
+    @property
+    def retries(self) -> int:
+        return self.retry.retries
+
+    def _connect(self) -> Any:
+        if self.protocol == "grpc":
+            return grpcclient.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+        return httpclient.InferenceServerClient(
+            self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+        )
+
+    def _reconnect(self, failed: Any) -> None:
+        # Replace the connection once, however many threads saw it fail. The old gRPC client
+        # is dropped rather than closed: calls in flight on it keep their channel alive.
+        with self._lock:
+            if self._client is failed:
+                if self.protocol == "http":
+                    failed.close()
+                self._client = self._connect()
 
     def close(self) -> None:
         self._client.close()
@@ -91,15 +218,25 @@ class RecommenderClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _timeout_kwargs(self) -> dict[str, float]:
+        # gRPC takes a deadline per call; the HTTP client's timeouts are set on connect.
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
     def is_ready(self) -> bool:
+        """Whether the ensemble is loaded and ready; False on any error, never raises."""
         try:
-            return bool(self._client.is_model_ready(self.model_name))
-        except (InferenceServerException, OSError):
+            return bool(self._client.is_model_ready(self.model_name, **self._timeout_kwargs()))
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
             return False
 
     def model_versions(self) -> dict[str, int]:
         """The composing models' versions the ensemble is pinned to, from its config."""
-        config = self._client.get_model_config(self.model_name)
+        config = self._call(
+            "model config",
+            lambda client: client.get_model_config(self.model_name, **self._timeout_kwargs()),
+        )
         if self.protocol == "grpc":
             steps = [
                 (s.model_name, s.model_version) for s in config.config.ensemble_scheduling.step
@@ -128,7 +265,10 @@ class RecommenderClient:
         if not requests:
             raise ValueError("recommend_batch needs at least one request")
         inputs = self._build_inputs(requests)
-        result = self._infer_with_retries(inputs)
+        result = self._call(
+            "request",
+            lambda client: client.infer(self.model_name, inputs, **self._timeout_kwargs()),
+        )
         item_ids = result.as_numpy("item_ids")
         scores = result.as_numpy("scores")
         versions = result.as_numpy("model_version").reshape(-1)
@@ -193,24 +333,35 @@ class RecommenderClient:
                 inputs.append(self._input(name, array, "BYTES"))
         return inputs
 
-    def _infer_with_retries(self, inputs: list[Any]) -> Any:
+    def _call(self, what: str, send: Callable[[Any], T]) -> T:
+        """`send(client)`, retried on UNAVAILABLE per the retry policy."""
+        started = time.monotonic()
         attempt = 0
         while True:
+            client = self._client
             try:
-                if self.protocol == "grpc":
-                    return self._client.infer(
-                        self.model_name, inputs, client_timeout=self.timeout_s
-                    )
-                return self._client.infer(self.model_name, inputs)
-            except (InferenceServerException, OSError, ConnectionError) as exc:
-                message = str(exc)
-                status = exc.status() if isinstance(exc, InferenceServerException) else None
-                retryable = any(marker in f"{status} {message}" for marker in RETRYABLE)
-                if not retryable or attempt >= self.retries:
-                    raise RecommenderClientError(
-                        f"{self.protocol} request to {self.url} model {self.model_name!r} failed: "
-                        f"{message}",
-                        status=status,
-                    ) from exc
-                time.sleep(self.backoff_s * 2**attempt)
+                return send(client)
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                delay = self.retry.delay(attempt, self._rng)
+                out_of_time = (
+                    self.retry.deadline_s is not None
+                    and time.monotonic() + delay - started > self.retry.deadline_s
+                )
+                if not failure.retryable or attempt >= self.retry.retries or out_of_time:
+                    raise self._error(what, failure, attempt + 1) from exc
+                if failure.reconnect:
+                    self._reconnect(client)
+                time.sleep(delay)
                 attempt += 1
+
+    def _error(self, what: str, failure: Failure, attempts: int) -> RecommenderClientError:
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        message = (
+            f"{self.protocol} {what} to {self.url} model {self.model_name!r} failed{tried} "
+            f"[{failure.code}]: {failure.message}"
+        )
+        cls = ERROR_CLASSES.get(failure.code, RecommenderClientError)
+        return cls(message, status=failure.status, code=failure.code, attempts=attempts)

@@ -16,12 +16,13 @@ profile, so `monitoring.drift` can compare live counts with it bin for bin.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from monitoring.profile import ReferenceProfile
+from monitoring.profile import PROFILE_FILE, ReferenceProfile
 from workflows.features import OOV_INDEX
 
 FAMILIES: dict[str, str] = {
@@ -34,6 +35,12 @@ FAMILIES: dict[str, str] = {
     "recsys_served_items_total": "Served items by training-popularity decile (0 = most popular)",
 }
 OOV_TRACKED = ("user_id", "country", "device")
+
+
+def load_profile(version_dir: Path) -> ReferenceProfile | None:
+    """The version's reference profile, or None for versions built without one."""
+    path = version_dir / PROFILE_FILE
+    return ReferenceProfile.load(path) if path.exists() else None
 
 
 class LiveMetrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import pytriton
 
 from recsys.settings import PROJECT_ROOT, ServerSettings, load_settings
@@ -33,6 +35,10 @@ from serving.server_args import build_server_args
 PYTRITON_SERVER_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
 BACKENDS_DIR = PROJECT_ROOT / ".tools" / "triton" / "backends"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STUB_PROCESS_NAME = "triton_python_backend_stub"
+# Exit code of `python -m serving.launcher` when a dead stub could not be brought back:
+# the server is stopped so that a supervisor (Kubernetes, systemd) starts a fresh one.
+EXIT_STUB_UNRECOVERABLE = 3
 
 
 class ServerStartError(RuntimeError):
@@ -192,11 +198,103 @@ class TritonServer:
         self.stop()
 
 
+class StubRecoveryError(RuntimeError):
+    """A dead Python-backend stub's model could not be loaded again."""
+
+
+def stub_model_name(process: psutil.Process) -> str | None:
+    """The model a live Python-backend stub serves, from its command line
+    (`triton_python_backend_stub <repository>/<model>/<version>/model.py ...`)."""
+    cmdline = process.cmdline()
+    if len(cmdline) < 2 or not cmdline[0].endswith(STUB_PROCESS_NAME):
+        return None
+    return Path(cmdline[1]).parent.parent.name
+
+
+@dataclass
+class StubWatchdog:
+    """Finds Python-backend stubs that died under a running tritonserver and reloads their
+    models through the repository API.
+
+    Triton 2.51 neither restarts a stub that died nor reports it: /v2/health/ready and the
+    model's ready endpoint stay 200 while every request routed to that model fails with
+    INTERNAL "Stub process '<instance>' is not healthy" (docs/errors.md). Such a stub stays a
+    zombie child of the server, which is how it is recognised here; a stub that Triton
+    stopped itself (unload, reload) is reaped and simply disappears.
+    """
+
+    server: TritonServer
+    http_timeout_s: float = 300.0
+    _stubs: dict[int, str] = field(default_factory=dict)  # pid -> model, seen alive
+
+    def dead_models(self) -> list[str]:
+        """Models with a stub that died since the last call (each dead stub reported once)."""
+        if self.server.process is None:
+            return []
+        try:
+            children = psutil.Process(self.server.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        dead = set()
+        for child in children:
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    if child.pid in self._stubs:
+                        dead.add(self._stubs.pop(child.pid))
+                elif child.pid not in self._stubs and (model := stub_model_name(child)):
+                    self._stubs[child.pid] = model
+            except psutil.NoSuchProcess:
+                self._stubs.pop(child.pid, None)
+        alive = {child.pid for child in children}
+        for pid in [pid for pid in self._stubs if pid not in alive]:
+            del self._stubs[pid]
+        return sorted(dead)
+
+    def reload(self, model: str) -> None:
+        """Load `model` again with its current config plus a fresh `watchdog_restart`
+        parameter. A plain load of an unchanged model is a no-op in Triton 2.51 even when its
+        stub is dead; a changed config forces a full reload (new instances, same versions)."""
+        base = f"http://{self.server.http_url}/v2"
+        try:
+            with urllib.request.urlopen(f"{base}/models/{model}/config", timeout=30) as answer:
+                config = json.loads(answer.read())
+            config.setdefault("parameters", {})["watchdog_restart"] = {
+                "string_value": str(time.time())
+            }
+            request = urllib.request.Request(
+                f"{base}/repository/models/{model}/load",
+                data=json.dumps({"parameters": {"config": json.dumps(config)}}).encode(),
+                method="POST",
+                headers={self.server.server.restricted_api_header: self.server.admin_key},
+            )
+            with urllib.request.urlopen(request, timeout=self.http_timeout_s):
+                pass
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise StubRecoveryError(f"reloading model {model!r} failed: {detail}") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise StubRecoveryError(f"reloading model {model!r} failed: {exc}") from exc
+
+    def check(self) -> list[str]:
+        """Reload every model whose stub died; returns them. Raises StubRecoveryError."""
+        dead = self.dead_models()
+        for model in dead:
+            print(f"watchdog: the Python-backend stub of {model!r} died; reloading it", flush=True)
+            self.reload(model)
+            print(f"watchdog: {model!r} reloaded", flush=True)
+        return dead
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the model repository with tritonserver.")
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--config", type=Path, default=None, help="settings YAML")
     parser.add_argument("--log", type=Path, default=PROJECT_ROOT / "artifacts" / "tritonserver.log")
+    parser.add_argument(
+        "--no-watchdog",
+        action="store_true",
+        help="do not reload models whose Python-backend stub died (see docs/errors.md)",
+    )
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     if not (args.repository / "recommender").exists():
@@ -218,9 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         else f"  model-repository API key: {server.admin_key}"
     )
     print("Ctrl-C stops the server.")
+    watchdog = None if args.no_watchdog else StubWatchdog(server)
     try:
         while server.process is not None and server.process.poll() is None:
+            if watchdog is not None:
+                watchdog.check()
             time.sleep(1)
+    except StubRecoveryError as exc:
+        print(f"error: {exc}; stopping the server", file=sys.stderr)
+        return EXIT_STUB_UNRECOVERABLE
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,24 +6,34 @@ at version N and the ensemble pins its steps to N):
     model_repository/
       user_features/  config.pbtxt  N/{model.py, user_workflow/, users.parquet}
       retrieval/      config.pbtxt  N/{model.py, query_tower.pt, item_index.faiss}
-      item_features/  config.pbtxt  N/{model.py, catalog.npz}
+      item_features/  config.pbtxt  N/{model.py, catalog.npz, feature_spec.json}
       ranking/        config.pbtxt  N/{model.py, model.pt}
       reorder/        config.pbtxt  N/{model.py, catalog.npz}
-      recommender/    config.pbtxt  N/            (platform: "ensemble")
+      recommender/    config.pbtxt  N/manifest.json   (platform: "ensemble")
+      versions.json   promotion history (serving/versions.py)
 
 Configs are built as `ModelConfig` protobuf messages (Triton's own schema) and written in
-text format, so a misspelt field fails here rather than at server start.
+text format, so a misspelt field fails here rather than at server start. Every config
+names the versions to load (`version_policy: specific`): Triton's default policy loads
+the highest version on disk, which would serve a merely published version after a restart.
+Writing a version's files (`write_model_set`) and writing configs are separate steps, so
+a new version can be published beside the serving one without touching what serves.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import py_compile
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from monitoring.profile import PROFILE_FILE
 from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES, ServingSettings
 from serving.stages import RANKING_MODEL_FILE
 from training.train import (
@@ -154,14 +164,25 @@ def build_stage_config(
     return config
 
 
+def set_versions(config: mc.ModelConfig, versions: Sequence[int]) -> mc.ModelConfig:
+    """Load exactly `versions` of this model (several while a promotion is under way)."""
+    config.version_policy.specific.versions[:] = sorted(set(versions))
+    return config
+
+
 def build_ensemble_config(
     interfaces: dict[str, StageInterface], serving: ServingSettings, version: int
 ) -> mc.ModelConfig:
-    """`platform: "ensemble"` chaining the stages; every step pinned to model set `version`."""
+    """`platform: "ensemble"` chaining the stages; every step pinned to model set `version`.
+
+    The ensemble itself loads only version `version`, so a request that names no version
+    is answered by exactly one model set.
+    """
     ensemble = ensemble_interface(interfaces)
     config = mc.ModelConfig(
         name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=serving.max_batch_size
     )
+    set_versions(config, [version])
     # Triton rejects ensembles with dangling tensors: map only outputs someone consumes.
     consumed = {t.name for s in interfaces.values() for t in s.inputs}
     consumed |= {t.name for t in ensemble.outputs}
@@ -182,10 +203,22 @@ def build_ensemble_config(
 
 
 def write_config(config: mc.ModelConfig, model_dir: Path) -> Path:
+    """Write config.pbtxt atomically: a server (re)loading the model never reads half a file."""
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / "config.pbtxt"
-    path.write_text(text_format.MessageToString(config))
+    partial = model_dir / ".config.pbtxt.partial"
+    partial.write_text(text_format.MessageToString(config))
+    os.replace(partial, path)
     return path
+
+
+def read_config(model_dir: Path) -> mc.ModelConfig:
+    return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def config_json(config: mc.ModelConfig) -> str:
+    """The config as the JSON the model-repository `load` API takes as an override."""
+    return json_format.MessageToJson(config, preserving_proto_field_name=True)
 
 
 def _copy(source: Path, destination: Path) -> None:
@@ -199,17 +232,25 @@ def stage_files(artifacts_dir: Path) -> dict[str, dict[str, Path]]:
     """Artefacts each stage version needs: destination name -> source path."""
     models, workflows = artifacts_dir / "models", artifacts_dir / "workflows"
     return {
+        # The reference profile travels with the version that serves against it: the
+        # live feature and score counters use its bins (monitoring/live_metrics.py).
         "user_features": {
             USER_WORKFLOW_DIR: workflows / USER_WORKFLOW_DIR,
             USER_TABLE_FILE: models / USER_TABLE_FILE,
+            PROFILE_FILE: models / PROFILE_FILE,
         },
         "retrieval": {
             QUERY_TOWER_FILE: models / QUERY_TOWER_FILE,
             ITEM_INDEX_FILE: models / ITEM_INDEX_FILE,
         },
-        "item_features": {CATALOG_FILE: models / CATALOG_FILE},
+        # The item spec travels with the version: it is what the catalog and the ranking
+        # model's item embeddings were built against (checked by serving/versions.py).
+        "item_features": {
+            CATALOG_FILE: models / CATALOG_FILE,
+            FEATURE_SPEC_FILE: workflows / ITEM_WORKFLOW_DIR / FEATURE_SPEC_FILE,
+        },
         "ranking": {RANKING_MODEL_FILE: models / RANKING_FILE},
-        "reorder": {CATALOG_FILE: models / CATALOG_FILE},
+        "reorder": {CATALOG_FILE: models / CATALOG_FILE, PROFILE_FILE: models / PROFILE_FILE},
     }
 
 
@@ -221,33 +262,95 @@ def load_specs(artifacts_dir: Path) -> tuple[FeatureSpec, FeatureSpec]:
     )
 
 
-def build_model_repository(
-    artifacts_dir: Path, repository: Path, serving: ServingSettings, version: int = 1
+def version_specs(repository: Path, version: int) -> tuple[FeatureSpec, FeatureSpec]:
+    """The user and item feature specs a published version was built with."""
+    user = repository / "user_features" / str(version) / USER_WORKFLOW_DIR / FEATURE_SPEC_FILE
+    item = repository / "item_features" / str(version) / FEATURE_SPEC_FILE
+    return FeatureSpec.from_json(user.read_text()), FeatureSpec.from_json(item.read_text())
+
+
+def _install_model_py(name: str, version_dir: Path) -> None:
+    model_py = version_dir / "model.py"
+    shutil.copy2(TRITON_MODELS_DIR / f"{name}.py", model_py)
+    # Without a bytecode cache the Python backend writes __pycache__ into the version
+    # directory on first load; Triton then sees the model as modified and reloads it on the
+    # next ensemble load (one more stub start per stage during a promotion). Checked-hash
+    # bytecode runs only if it matches model.py's source, which the manifest hashes.
+    py_compile.compile(
+        str(model_py),
+        cfile=importlib.util.cache_from_source(str(model_py)),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+    )
+
+
+def write_model_set(
+    artifacts_dir: Path, repository: Path, serving: ServingSettings, version: int
 ) -> list[Path]:
-    """Write model set `version` into `repository` (configs regenerated); return model dirs."""
+    """Write version `version` of every model (stages and ensemble); configs untouched.
+
+    Returns the version directories written. Existing directories of that version are
+    replaced: callers that must not overwrite (publishing) check first.
+    """
     if version < 1:
         raise ValueError(f"model versions start at 1, got {version}")
-    user_spec, item_spec = load_specs(artifacts_dir)
-    interfaces = stage_interfaces(user_spec, item_spec, serving)
     files = stage_files(artifacts_dir)
-    model_dirs = []
     for name in STAGE_MODEL_NAMES:
-        model_dir = repository / name
-        version_dir = model_dir / str(version)
+        for source in files[name].values():
+            if not source.exists():
+                raise FileNotFoundError(f"artefact {source} for model {name!r} is missing")
+    written = []
+    for name in STAGE_MODEL_NAMES:
+        version_dir = repository / name / str(version)
         if version_dir.exists():
             shutil.rmtree(version_dir)
         version_dir.mkdir(parents=True)
         for destination, source in files[name].items():
-            if not source.exists():
-                raise FileNotFoundError(f"artefact {source} for model {name!r} is missing")
             _copy(source, version_dir / destination)
         backend = serving.ranking_backend if name == "ranking" else "python"
         if backend == "python":
-            shutil.copy2(TRITON_MODELS_DIR / f"{name}.py", version_dir / "model.py")
-        write_config(build_stage_config(name, interfaces[name], serving, backend), model_dir)
-        model_dirs.append(model_dir)
-    ensemble_dir = repository / ENSEMBLE_NAME
-    (ensemble_dir / str(version)).mkdir(parents=True, exist_ok=True)
-    write_config(build_ensemble_config(interfaces, serving, version), ensemble_dir)
-    model_dirs.append(ensemble_dir)
-    return model_dirs
+            _install_model_py(name, version_dir)
+        written.append(version_dir)
+    # Triton needs a version directory for the ensemble too; it also holds the manifest.
+    ensemble_dir = repository / ENSEMBLE_NAME / str(version)
+    ensemble_dir.mkdir(parents=True, exist_ok=True)
+    written.append(ensemble_dir)
+    return written
+
+
+def stage_configs(
+    interfaces: dict[str, StageInterface], serving: ServingSettings, versions: Sequence[int]
+) -> dict[str, mc.ModelConfig]:
+    """Every stage's config, loading `versions` of it."""
+    configs = {}
+    for name in STAGE_MODEL_NAMES:
+        backend = serving.ranking_backend if name == "ranking" else "python"
+        config = build_stage_config(name, interfaces[name], serving, backend)
+        configs[name] = set_versions(config, versions)
+    return configs
+
+
+def write_serving_configs(
+    repository: Path, serving: ServingSettings, version: int
+) -> dict[str, mc.ModelConfig]:
+    """Configs that serve model set `version` alone (what a restarted server loads)."""
+    interfaces = stage_interfaces(*version_specs(repository, version), serving)
+    configs = stage_configs(interfaces, serving, [version])
+    configs[ENSEMBLE_NAME] = build_ensemble_config(interfaces, serving, version)
+    for name, config in configs.items():
+        write_config(config, repository / name)
+    return configs
+
+
+def build_model_repository(
+    artifacts_dir: Path, repository: Path, serving: ServingSettings, version: int = 1
+) -> list[Path]:
+    """Write model set `version` into `repository` and make it the one served (configs
+    regenerated, a manifest written); return the model directories."""
+    write_model_set(artifacts_dir, repository, serving, version)
+    write_serving_configs(repository, serving, version)
+    # Imported here: serving.versions builds on this module.
+    from serving.versions import write_manifest
+
+    write_manifest(repository, version, artifacts_dir)
+    return [repository / name for name in (*STAGE_MODEL_NAMES, ENSEMBLE_NAME)]

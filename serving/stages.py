@@ -147,8 +147,15 @@ class ReorderStage:
     """Sort candidates by score, drop excluded items, optionally sample, cut to top_k."""
 
     def __init__(self, version_dir: Path, max_top_k: int) -> None:
-        self.item_ids = Catalog.load(version_dir / CATALOG_FILE).item_ids
+        catalog = Catalog.load(version_dir / CATALOG_FILE)
+        self.item_ids = catalog.item_ids
+        self.popularity_decile = catalog.popularity_decile
+        self._row_of = pd.Index(catalog.item_ids)
         self.max_top_k = max_top_k
+
+    def deciles_of(self, item_ids: np.ndarray) -> np.ndarray:
+        """Training-popularity decile of served items (for coverage monitoring)."""
+        return self.popularity_decile[self._row_of.get_indexer(item_ids)]
 
     def __call__(
         self,

@@ -6,48 +6,79 @@ version, so every response says which version produced it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import triton_python_backend_utils as pb_utils
 
+from monitoring.live_metrics import LiveMetrics, load_profile, observe_results
 from serving import triton_io
-from serving.stages import ReorderStage
+from serving.stages import Recommendation, ReorderStage
 from serving.triton_io import RequestError
+
+
+@dataclass(frozen=True)
+class ReorderRequest:
+    rows: np.ndarray  # [B, C] catalog rows
+    scores: np.ndarray  # [B, C]
+    top_k: np.ndarray  # [B]
+    exclude: np.ndarray | None  # [B, E], negative = padding
+    temperature: np.ndarray | None  # [B]
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        self.name = args["model_name"]
         params = triton_io.parameters(args)
-        self.stage = ReorderStage(triton_io.version_dir(args), int(params["max_top_k"]))
+        max_top_k = int(params["max_top_k"])
+        self.stage = triton_io.load_stage(args, lambda d: ReorderStage(d, max_top_k))
         self.max_exclude = int(params["max_exclude"])
         self.version = np.int64(int(args["model_version"]))
+        self.metrics = LiveMetrics(pb_utils, self.name, args["model_version"])
+        self.profile = load_profile(triton_io.version_dir(args))
 
-    def _answer(self, request: Any) -> Any:
+    def _parse(self, request: Any) -> ReorderRequest:
         rows = triton_io.required_input(request, "candidate_rows")
-        scores = triton_io.required_input(request, "ranking_scores")
-        top_k = triton_io.required_input(request, "top_k").reshape(-1)
+        triton_io.check_index("candidate_rows", rows, len(self.stage.item_ids))
+        scores = triton_io.check_finite(
+            "ranking_scores", triton_io.required_input(request, "ranking_scores")
+        )
         exclude = triton_io.optional_input(request, "exclude_item_ids")
-        temperature = triton_io.optional_input(request, "temperature")
-        batch = len(rows)
         if exclude is not None and exclude.shape[-1] > self.max_exclude:
             raise RequestError(
                 f"input 'exclude_item_ids' has {exclude.shape[-1]} ids; at most "
                 f"{self.max_exclude} are accepted"
             )
-        results = []
-        for i in range(batch):
-            try:
-                results.append(
-                    self.stage(
-                        rows[i],
-                        scores[i],
-                        int(top_k[i]),
-                        None if exclude is None else exclude[i],
-                        0.0 if temperature is None else float(temperature.reshape(-1)[i]),
-                    )
-                )
-            except ValueError as exc:
-                raise RequestError(str(exc)) from exc
+        temperature = triton_io.optional_input(request, "temperature")
+        return ReorderRequest(
+            rows,
+            scores,
+            triton_io.required_input(request, "top_k").reshape(-1),
+            exclude,
+            None if temperature is None else temperature.reshape(-1),
+        )
+
+    def _recommend(self, item: ReorderRequest, i: int) -> Recommendation:
+        try:
+            return self.stage(
+                item.rows[i],
+                item.scores[i],
+                int(item.top_k[i]),
+                None if item.exclude is None else item.exclude[i],
+                0.0 if item.temperature is None else float(item.temperature[i]),
+            )
+        except ValueError as exc:  # the stage's own checks: top_k range, temperature
+            raise RequestError(str(exc)) from exc
+
+    def _answer(self, item: ReorderRequest) -> Any:
+        batch = len(item.rows)
+        results = [self._recommend(item, i) for i in range(batch)]
+        observe_results(
+            self.metrics, self.profile, [r.scores for r in results],
+            [self.stage.deciles_of(r.item_ids) for r in results],
+            [int(k) for k in item.top_k],
+        )  # fmt: skip
         # A request may carry several users with different result lengths (after
         # exclusions): pad with id -1 and score NaN so the batch stays rectangular.
         width = max(len(r.item_ids) for r in results)
@@ -63,10 +94,6 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._answer(request))
-            except RequestError as exc:
-                responses.append(triton_io.error_response(str(exc)))
-        return responses
+        return triton_io.answer_all(
+            self.name, requests, self._parse, lambda batch: [self._answer(i) for i in batch]
+        )

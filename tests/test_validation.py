@@ -1,0 +1,337 @@
+"""Bad input at the edge of the ensemble, over gRPC and HTTP, against the real server.
+
+Every case of docs/errors.md's table: the answer is INVALID_ARGUMENT (gRPC) / 400 (HTTP)
+naming the input and the problem, and the next valid request is answered correctly.
+Also: one bad request in a dynamic batch does not fail the good ones batched with it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from client.recommender_client import (
+    InvalidRequestError,
+    RecommendationRequest,
+    RecommenderClient,
+)
+from serving.launcher import TritonServer
+from tests.conftest import TrainedSet
+
+pytestmark = pytest.mark.server
+PROTOCOLS = ("grpc", "http")
+INVALID_STATUS = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+MODULES: dict[str, Any] = {"grpc": grpcclient, "http": httpclient}
+
+Tensor = tuple[str, np.ndarray, str]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    inputs: Callable[[], list[Tensor]]
+    expected: tuple[str, ...]  # substrings of the error message
+
+
+def base(user: int = 5, top_k: int = 5, rows: int = 1) -> list[Tensor]:
+    return [
+        ("user_id", np.full((rows, 1), user, np.int64), "INT64"),
+        ("top_k", np.full((rows, 1), top_k, np.int32), "INT32"),
+    ]
+
+
+def with_input(name: str, array: np.ndarray, datatype: str) -> Callable[[], list[Tensor]]:
+    return lambda: [*base(), (name, array, datatype)]
+
+
+CASES = [
+    Case("missing required input", lambda: base()[:1], ("missing required input(s) ['top_k']",)),
+    Case(
+        "wrong dtype",
+        lambda: [("user_id", np.array([[5.0]], np.float32), "FP32"), base()[1]],
+        ("input 'user_id' data-type is 'FP32'", "expects 'INT64'"),
+    ),
+    Case(
+        "string where a number is expected",
+        lambda: [("user_id", np.array([[b"5"]], np.object_), "BYTES"), base()[1]],
+        ("input 'user_id' data-type is 'BYTES'",),
+    ),
+    Case(
+        "wrong shape",
+        lambda: [("user_id", np.array([[5, 6]], np.int64), "INT64"), base()[1]],
+        ("unexpected shape for input 'user_id'", "Expected [-1,1], got [1,2]"),
+    ),
+    Case(
+        "batch sizes differ between inputs",
+        lambda: [base(rows=2)[0], base()[1]],
+        ("input 'user_id' batch size does not match",),
+    ),
+    Case("empty batch", lambda: base(rows=0), ("input byte size mismatch for input",)),
+    Case("batch above max_batch_size", lambda: base(rows=65), ("batch-size must be <= 64",)),
+    Case("top_k 0", lambda: base(top_k=0), ("top_k must be between 1 and 100", "got 0")),
+    Case("top_k negative", lambda: base(top_k=-3), ("top_k must be between 1 and 100",)),
+    Case("top_k above candidates", lambda: base(top_k=101), ("top_k must be between 1 and 100",)),
+    Case(
+        "exclude list too long",
+        with_input("exclude_item_ids", np.zeros((1, 1001), np.int64), "INT64"),
+        ("input 'exclude_item_ids' has 1001 ids; at most 1000",),
+    ),
+    Case(
+        "NaN age",
+        with_input("age", np.array([[np.nan]], np.float32), "FP32"),
+        ("input 'age' must be finite",),
+    ),
+    Case(
+        "infinite age",
+        with_input("age", np.array([[np.inf]], np.float32), "FP32"),
+        ("input 'age' must be finite",),
+    ),
+    Case(
+        "absurd age",
+        with_input("age", np.array([[1e30]], np.float32), "FP32"),
+        ("input 'age' must be between 0 and 150",),
+    ),
+    Case(
+        "NaN temperature",
+        with_input("temperature", np.array([[np.nan]], np.float32), "FP32"),
+        ("temperature must be a finite number >= 0",),
+    ),
+    Case(
+        "negative temperature",
+        with_input("temperature", np.array([[-1.0]], np.float32), "FP32"),
+        ("temperature must be a finite number >= 0",),
+    ),
+    Case(
+        "invalid UTF-8",
+        with_input("country", np.array([[b"\xff\xfe"]], np.object_), "BYTES"),
+        ("input 'country' is not valid UTF-8",),
+    ),
+    Case(
+        "over-long string",
+        with_input("zipcode", np.array([[b"9" * 10_000]], np.object_), "BYTES"),
+        ("input 'zipcode' is 10000 bytes long; at most 256",),
+    ),
+    Case(
+        "unknown input",
+        with_input("bogus", np.array([[1]], np.int32), "INT32"),
+        ("unexpected inference input 'bogus'",),
+    ),
+]
+
+
+def raw_infer(protocol: str, url: str, inputs: list[Tensor]) -> Any:
+    module = MODULES[protocol]
+    tensors = []
+    for name, array, datatype in inputs:
+        tensor = module.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    client = module.InferenceServerClient(url)
+    try:
+        return client.infer("recommender", tensors)
+    finally:
+        client.close()  # an open HTTP keep-alive connection would delay server shutdown
+
+
+def url_for(triton: TritonServer, protocol: str) -> str:
+    return triton.grpc_url if protocol == "grpc" else triton.http_url
+
+
+@pytest.fixture(scope="module")
+def known_user(trained: TrainedSet) -> int:
+    return int(trained.data.valid["user_id"].iloc[0])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bad_input_is_invalid_argument_naming_the_problem(
+    protocol: str, case: Case, triton: TritonServer, known_user: int
+) -> None:
+    url = url_for(triton, protocol)
+    with pytest.raises(InferenceServerException) as info:
+        raw_infer(protocol, url, case.inputs())
+    assert info.value.status() == INVALID_STATUS[protocol], info.value
+    for expected in case.expected:
+        assert expected in info.value.message(), info.value.message()
+    # The server keeps serving: the next valid request is answered.
+    result = raw_infer(protocol, url, base(known_user, 4))
+    assert (result.as_numpy("item_ids") >= 0).sum() == 4
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_negative_and_unknown_user_ids_are_served_out_of_vocabulary(
+    protocol: str, triton: TritonServer
+) -> None:
+    with RecommenderClient(url_for(triton, protocol), protocol) as client:  # type: ignore[arg-type]
+        unknown = [client.recommend(user, 10) for user in (-1, -(2**63), 2**62, 987_654_321)]
+    # Every unknown user maps to the same out-of-vocabulary index: the same answer.
+    assert all(len(r.item_ids) == 10 for r in unknown)
+    assert all(r.item_ids == unknown[0].item_ids for r in unknown)
+
+
+def http_post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://{url}/v2/models/recommender/infer", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def json_body(user_id: object = 5, top_k: object = 5, **extra: object) -> bytes:
+    inputs = [
+        {"name": "user_id", "shape": [1, 1], "datatype": "INT64", "data": [user_id]},
+        {"name": "top_k", "shape": [1, 1], "datatype": "INT32", "data": [top_k]},
+    ]
+    for name, value in extra.items():
+        inputs.append({"name": name, "shape": [1, 1], "datatype": "FP32", "data": [value]})
+    return json.dumps({"inputs": inputs}).encode()
+
+
+# Triton 2.51's HTTP frontend answers JSON it cannot parse with 500 (upstream
+# triton-inference-server/server#8762); the message still says what is wrong. Pinned here
+# so that docs/errors.md is revisited when the server is upgraded.
+JSON_PARSE_CASES = [
+    ("truncated JSON", b'{"inputs": [', 500, "failed to parse the request JSON buffer"),
+    ("not JSON", b"hello", 500, "failed to parse the request JSON buffer"),
+    ("string for a number", json_body(user_id="abc"), 500, "Unable to parse 'data'"),
+    ("string for a float", json_body(age="old"), 500, "Unable to parse 'data'"),
+    ("integer beyond int64", json_body(user_id=2**70), 500, "Unable to parse 'data'"),
+    ("inputs not a list", b'{"inputs": 5}', 500, "Unable to parse 'inputs'"),
+    ("NaN literal", json_body(age=float("nan")), 400, "input 'age' must be finite"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [case[1:] for case in JSON_PARSE_CASES],
+    ids=[case[0] for case in JSON_PARSE_CASES],
+)
+def test_malformed_json_gets_a_clear_error(
+    body: bytes, status: int, expected: str, triton: TritonServer
+) -> None:
+    got, answer = http_post(triton.http_url, body)
+    assert (got, expected in answer.get("error", "")) == (status, True), answer
+    assert http_post(triton.http_url, json_body(top_k=3))[0] == 200
+
+
+def test_json_top_k_beyond_int32_is_narrowed_by_triton(triton: TritonServer) -> None:
+    """Triton's JSON parser narrows an INT32 value without a range check: 2**32 + 3 arrives
+    as 3 (documented in docs/errors.md; binary gRPC/HTTP clients cannot send it)."""
+    status, answer = http_post(triton.http_url, json_body(top_k=2**32 + 3))
+    assert status == 200
+    shapes = {output["name"]: output["shape"] for output in answer["outputs"]}
+    assert shapes["item_ids"] == [1, 3]
+
+
+def _direct_ranking_inputs(triton: TritonServer, user: int) -> list[Tensor]:
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    user_id = grpcclient.InferInput("user_id", [1, 1], "INT64")
+    user_id.set_data_from_numpy(np.array([[user]], np.int64))
+    users = client.infer("user_features", [user_id])
+    rows = grpcclient.InferInput("candidate_rows", [1, 100], "INT64")
+    rows.set_data_from_numpy(np.arange(100, dtype=np.int64).reshape(1, 100))
+    items = client.infer("item_features", [rows])
+    return [
+        ("user_categorical", users.as_numpy("user_categorical"), "INT64"),
+        ("user_continuous", users.as_numpy("user_continuous"), "FP32"),
+        ("item_categorical", items.as_numpy("item_categorical"), "INT64"),
+        ("item_continuous", items.as_numpy("item_continuous"), "FP32"),
+    ]
+
+
+def test_a_failing_request_in_a_dynamic_batch_does_not_fail_the_others(
+    triton: TritonServer, known_user: int
+) -> None:
+    """Direct calls to `ranking`: an out-of-range category passes validation and makes the
+    batched DLRM call raise; the model answers that request INTERNAL and the rest normally."""
+    good = _direct_ranking_inputs(triton, known_user)
+    bad = [(n, np.full_like(a, 10**9) if n == "user_categorical" else a, d) for n, a, d in good]
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+
+    def stats() -> tuple[int, int]:
+        model = client.get_inference_statistics("ranking").model_stats[0]
+        return model.execution_count, model.inference_count
+
+    def send(inputs: list[Tensor]) -> Any:
+        tensors = []
+        for name, array, datatype in inputs:
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            return client.infer("ranking", tensors).as_numpy("ranking_scores")
+        except InferenceServerException as exc:
+            return exc
+
+    expected = send(good)
+    executions_before, inferences_before = stats()
+    plan = [bad if i % 4 == 0 else good for i in range(48)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(send, plan))
+    executions, inferences = stats()
+    for inputs, answer in zip(plan, answers, strict=True):
+        if inputs is bad:
+            assert isinstance(answer, InferenceServerException)
+            assert answer.status() == "StatusCode.INTERNAL"
+            assert "model 'ranking' failed on this request" in answer.message()
+        else:
+            np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+    # Some requests shared an execution: bad and good ones really were batched together.
+    assert executions - executions_before < inferences - inferences_before
+
+
+def test_bad_requests_in_the_ensemble_do_not_disturb_concurrent_good_ones(
+    trained: TrainedSet, triton: TritonServer
+) -> None:
+    users = trained.data.valid["user_id"].drop_duplicates().head(8).tolist()
+    client = RecommenderClient(triton.grpc_url, "grpc", retries=0)
+    expected = {u: client.recommend(u, 5).item_ids for u in users}
+    plan: list[RecommendationRequest] = []
+    for user in users:
+        plan += [
+            RecommendationRequest(user, 5),
+            RecommendationRequest(user, 0),
+            RecommendationRequest(user, 5, features={"age": float("nan")}),
+        ]
+
+    def send(request: RecommendationRequest) -> Any:
+        try:
+            return client.recommend_batch([request])[0]
+        except InvalidRequestError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(send, plan * 2))
+    for request, answer in zip(plan * 2, answers, strict=True):
+        if request.top_k == 5 and not request.features:
+            assert answer.item_ids == expected[request.user_id]
+        else:
+            assert isinstance(answer, InvalidRequestError), answer
+
+
+def test_direct_call_with_rows_outside_the_catalog_is_refused(triton: TritonServer) -> None:
+    """Negative catalog rows would wrap around in numpy: refused, not silently served."""
+    for rows in (-1, 10**6):
+        with pytest.raises(InferenceServerException, match="input 'candidate_rows' must"):
+            raw_infer_model(triton, "item_features", np.full((1, 100), rows, np.int64))
+
+
+def raw_infer_model(triton: TritonServer, model: str, rows: np.ndarray) -> Any:
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensor = grpcclient.InferInput("candidate_rows", list(rows.shape), "INT64")
+    tensor.set_data_from_numpy(rows)
+    return client.infer(model, [tensor])
