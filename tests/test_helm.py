@@ -335,7 +335,8 @@ def test_rendered_kinds() -> None:
     kinds = sorted(d["kind"] for d in render())
     assert kinds == sorted(
         [
-            "ConfigMap",
+            "ConfigMap",  # Grafana dashboard
+            "ConfigMap",  # liveness probe script
             "Deployment",
             "NetworkPolicy",
             "NetworkPolicy",
@@ -460,7 +461,10 @@ def test_probes() -> None:
     container = server_container(render())
     assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["livenessProbe"]["exec"]["command"] == [
+        "python3", "/etc/recsys-probes/liveness_probe.py", "--port", "8000"]  # fmt: skip
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["probes"] == "/etc/recsys-probes"
     startup = container["startupProbe"]
     # Loading six models, the ensemble last, takes time: allow at least five minutes.
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
