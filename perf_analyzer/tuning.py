@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from serving.repository import build_model_repository
 
 VARIANTS: dict[str, dict[str, int]] = {
     "no batching delay, 1 instance": {"max_queue_delay_microseconds": 0, "instance_count": 1},
-    "500 µs delay, 1 instance": {"max_queue_delay_microseconds": 500, "instance_count": 1},
+    "500 us delay, 1 instance": {"max_queue_delay_microseconds": 500, "instance_count": 1},
     "2 ms delay, 1 instance": {"max_queue_delay_microseconds": 2000, "instance_count": 1},
-    "500 µs delay, 2 instances": {"max_queue_delay_microseconds": 500, "instance_count": 2},
+    "500 us delay, 2 instances": {"max_queue_delay_microseconds": 500, "instance_count": 2},
 }
 
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, overrides in VARIANTS.items():
         print(f"==> {label}", flush=True)
         serving = settings.serving.model_copy(update=overrides)
-        repository = out / "repositories" / label.replace(" ", "_").replace(",", "")
+        # ASCII only: the Python backend stub cannot stat non-ASCII model paths.
+        repository = out / "repositories" / re.sub(r"[^a-z0-9]+", "_", label.lower())
         build_model_repository(args.artifacts, repository, serving, version=1)
         with TritonServer(repository, settings.server, repository / "tritonserver.log") as server:
             result = run_sweep(server.grpc_url, "grpc", input_path, repository / "sweep.csv",

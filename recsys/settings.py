@@ -68,7 +68,7 @@ class ServingSettings(_Section):
     max_top_k: int = Field(100, ge=1)
     max_exclude: int = Field(1000, ge=0)
     max_batch_size: int = Field(64, ge=1)
-    max_queue_delay_microseconds: int = Field(500, ge=0)
+    max_queue_delay_microseconds: int = Field(0, ge=0)
     instance_count: int = Field(1, ge=1)
     instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     ranking_backend: Literal["python", "pytorch_libtorch"] = "python"

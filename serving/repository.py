@@ -148,6 +148,8 @@ def build_stage_config(
         config.backend = "python"
     _add_tensors(config.input, interface.inputs, optional_field=True)
     _add_tensors(config.output, interface.outputs, optional_field=False)
+    # Present even with a zero delay: requests already queued are still batched together.
+    config.dynamic_batching.SetInParent()
     config.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_microseconds
     group = config.instance_group.add()
     group.kind = mc.ModelInstanceGroup.Kind.Value(serving.instance_kind)
