@@ -31,7 +31,12 @@ import pandas as pd
 
 from perf_analyzer import scaling
 from perf_analyzer.loadgen import LoadResult, baseline_body, drive, triton_infer_body
-from perf_analyzer.sweep import build_input_data, run_request_rates, run_sweep
+from perf_analyzer.sweep import (
+    build_input_data,
+    held_out_users,
+    run_request_rates,
+    run_sweep,
+)
 from recsys.pipeline import InProcessRecommender
 from recsys.settings import PROJECT_ROOT, Settings, load_settings
 from serving.launcher import TritonServer
@@ -200,13 +205,10 @@ def markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
 
 def run(settings: Settings, plan: Plan, repository: Path, artifacts: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    data = artifacts / "data"
-    users = pd.read_parquet(data / "users.parquet")
-    items = pd.read_parquet(data / "items.parquet")["item_id"].to_numpy()
-    interactions = pd.read_parquet(data / "interactions.parquet").sort_values("timestamp")
-    held_out = interactions["user_id"].drop_duplicates().tail(300).to_numpy()
+    loaded = held_out_users(artifacts, 300)
+    held_out, items = loaded.user_ids, loaded.item_ids
     top_k = settings.serving.default_top_k
-    entries = build_input_data(users, held_out, items, top_k, max_exclude=20)
+    entries = build_input_data(loaded.users, held_out, items, top_k, max_exclude=20)
     input_path = out / "input_data.json"
     input_path.write_text(json.dumps(entries))
     pipeline = InProcessRecommender(repository, 1, settings.serving)

@@ -45,6 +45,25 @@ def perf_analyzer_environment() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What the load is built from: the latest users by time and the catalog."""
+
+    users: pd.DataFrame  # the raw user table
+    user_ids: np.ndarray  # the latest `count` distinct users of the interactions
+    item_ids: np.ndarray  # every catalog item
+
+
+def held_out_users(artifacts: Path, count: int) -> HeldOut:
+    data = artifacts / "data"
+    interactions = pd.read_parquet(data / "interactions.parquet").sort_values("timestamp")
+    return HeldOut(
+        users=pd.read_parquet(data / "users.parquet"),
+        user_ids=interactions["user_id"].drop_duplicates().tail(count).to_numpy(),
+        item_ids=pd.read_parquet(data / "items.parquet")["item_id"].to_numpy(),
+    )
+
+
 def build_input_data(
     users: pd.DataFrame,
     user_ids: np.ndarray,
@@ -188,14 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="concurrency 1,2 with short windows")
     parser.add_argument("--top-k", type=int, default=10)
     args = parser.parse_args(argv)
-    data = args.artifacts / "data"
-    users = pd.read_parquet(data / "users.parquet")
-    items = pd.read_parquet(data / "items.parquet")["item_id"].to_numpy()
-    interactions = pd.read_parquet(data / "interactions.parquet").sort_values("timestamp")
-    held_out = interactions["user_id"].drop_duplicates().tail(200).to_numpy()
+    held_out = held_out_users(args.artifacts, 200)
     args.results.mkdir(parents=True, exist_ok=True)
     input_path = args.results / "input_data.json"
-    input_path.write_text(json.dumps(build_input_data(users, held_out, items, args.top_k, 20)))
+    entries = build_input_data(
+        held_out.users, held_out.user_ids, held_out.item_ids, args.top_k, max_exclude=20
+    )
+    input_path.write_text(json.dumps(entries))
     with contextlib.ExitStack() as stack:
         url = args.url
         if url is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from perf_analyzer.report import markdown, perf_table
-from perf_analyzer.sweep import build_input_data, run_sweep
+from perf_analyzer.sweep import build_input_data, held_out_users, run_sweep
 from recsys.settings import PROJECT_ROOT, load_settings
 from serving.launcher import TritonServer
 from serving.repository import build_model_repository
@@ -43,12 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = PROJECT_ROOT / "results" / "perf" / f"tuning-{run_name}"
     out.mkdir(parents=True, exist_ok=True)
-    data = args.artifacts / "data"
-    interactions = pd.read_parquet(data / "interactions.parquet").sort_values("timestamp")
+    held_out = held_out_users(args.artifacts, 300)
     entries = build_input_data(
-        pd.read_parquet(data / "users.parquet"),
-        interactions["user_id"].drop_duplicates().tail(300).to_numpy(),
-        pd.read_parquet(data / "items.parquet")["item_id"].to_numpy(),
+        held_out.users, held_out.user_ids, held_out.item_ids,
         settings.serving.default_top_k, max_exclude=20,
     )  # fmt: skip
     input_path = out / "input_data.json"
