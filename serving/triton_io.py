@@ -85,16 +85,6 @@ def check_index(name: str, array: np.ndarray, size: int | None = None) -> np.nda
     return array
 
 
-def gather(requests: list[Any], name: str) -> tuple[np.ndarray, list[int]]:
-    """Concatenate input `name` of all requests along the batch axis, with each batch size.
-
-    Kept for model.py copies in repositories built before `answer_all` existed: a version
-    directory holds its own model.py but imports this module from the project.
-    """
-    arrays = [required_input(request, name) for request in requests]
-    return np.concatenate(arrays, axis=0), [len(a) for a in arrays]
-
-
 def split(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(array, np.cumsum(sizes)[:-1])
 
