@@ -1,11 +1,18 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both set up what they
 # need first (Debian packages, .venv with locked packages, Helm tooling) via scripts/setup.sh.
+# CONFIG=path.yaml swaps the configuration, SCHEMA=name (config/schemas/<name>.yaml) the
+# feature schema, DATA_DIR=dir reads your data in the layout that schema declares.
 PY := .venv/bin/python
 ARTIFACTS ?= artifacts
 KEEP ?= 3
-VERSIONS := $(PY) -m serving.versions_cli $(CONFIG_FLAG)
 CONFIG ?=
+SCHEMA ?=
+DATA_DIR ?=
 CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
+SCHEMA_FLAG := $(if $(SCHEMA),--schema $(SCHEMA),)
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+VERSIONS := $(PY) -m serving.versions_cli $(CONFIG_FLAG)
+BUILD := $(PY) -m pipeline.build $(CONFIG_FLAG) $(SCHEMA_FLAG) $(DATA_FLAG)
 
 .PHONY: help setup demo build repository serve perf perf-report perf-report-quick perf-tuning soak publish versions promote rollback prune test lint helm-lint helm-tools helm-test clean
 
@@ -14,6 +21,7 @@ help:
 	@echo "make test        the test suite (real tritonserver, NVTabular, Helm)"
 	@echo "make setup       Debian packages, .venv (requirements.lock), Helm tooling"
 	@echo "make repository  build artefacts and write model_repository/ (version 1)"
+	@echo "                 [SCHEMA=movielens DATA_DIR=/path/to/ml-100k]: your data, your schema"
 	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
 	@echo "make perf        quick perf_analyzer concurrency sweep (starts its own server)"
 	@echo "make perf-report full serving-efficiency report with baselines (perf-report-quick: ~3 min)"
@@ -31,32 +39,32 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m recsys.demo $(CONFIG_FLAG)
+	$(PY) -m pipeline.demo $(CONFIG_FLAG) $(SCHEMA_FLAG) $(DATA_FLAG)
 
 build repository: setup
-	$(PY) -m recsys.build $(CONFIG_FLAG)
+	$(BUILD)
 
 serve: setup
-	$(PY) -m serving.launcher $(CONFIG_FLAG)
+	$(PY) -m serving.launcher $(CONFIG_FLAG) $(SCHEMA_FLAG)
 
 perf: setup
-	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
-	$(PY) -m perf_analyzer.sweep --quick
+	@test -d model_repository/recommender || $(BUILD)
+	$(PY) -m perf_analyzer.sweep --quick $(CONFIG_FLAG)
 
 perf-report: setup
-	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
+	@test -d model_repository/recommender || $(BUILD)
 	$(PY) -m perf_analyzer.report $(CONFIG_FLAG)
 
 perf-report-quick: setup
-	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
+	@test -d model_repository/recommender || $(BUILD)
 	$(PY) -m perf_analyzer.report --quick $(CONFIG_FLAG)
 
 perf-tuning: setup
-	@test -d artifacts/models || $(PY) -m recsys.build $(CONFIG_FLAG)
-	$(PY) -m perf_analyzer.tuning
+	@test -d artifacts/models || $(BUILD)
+	$(PY) -m perf_analyzer.tuning $(CONFIG_FLAG)
 
 soak: setup
-	@test -d model_repository/recommender || $(PY) -m recsys.build $(CONFIG_FLAG)
+	@test -d model_repository/recommender || $(BUILD)
 	$(PY) -m serving.soak --duration $(or $(DURATION),600) $(CONFIG_FLAG)
 
 publish: setup

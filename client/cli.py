@@ -1,7 +1,8 @@
 """Command line for the recommender ensemble.
 
 python -m client.cli recommend --user-id 100123 --top-k 10 --exclude 500001,500002
-python -m client.cli --protocol http --url 127.0.0.1:8000 recommend --user-id 100123
+python -m client.cli --protocol http --url 127.0.0.1:8000 recommend --user-id 7 \
+    --feature NAME=VALUE [--feature ...]
 python -m client.cli versions
 """
 
@@ -11,8 +12,15 @@ import argparse
 import json
 import sys
 
-from client.recommender_client import RecommenderClient, RecommenderClientError
+from client.recommender_client import FeatureValue, RecommenderClient, RecommenderClientError
 from recsys.settings import load_settings
+
+
+def _feature(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--feature takes NAME=VALUE, got {text!r}")
+    return name.strip(), value
 
 
 def _ids(text: str) -> list[int]:
@@ -60,10 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sample by softmax(score/T) instead of sorting",
     )
-    recommend.add_argument("--age", type=float, default=None)
-    recommend.add_argument("--country", default=None)
-    recommend.add_argument("--device", default=None)
-    recommend.add_argument("--zipcode", default=None)
+    recommend.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        type=_feature,
+        metavar="NAME=VALUE",
+        help="override a user feature (repeatable); the server's metadata says which it "
+        "takes and their types; a list feature takes comma-separated tokens",
+    )
     commands.add_parser("versions", help="model versions the ensemble is pinned to")
     return parser
 
@@ -84,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "versions":
                 print(json.dumps(client.model_versions(), indent=2))
                 return 0
-            features = {
-                name: getattr(args, name)
-                for name in ("age", "country", "device", "zipcode")
-                if getattr(args, name) is not None
-            }
+            known = client.feature_inputs() if args.feature else {}
+            features: dict[str, FeatureValue] = {}
+            for name, value in args.feature:
+                if name in known and known[name].is_list:
+                    features[name] = [t for t in value.split(",") if t]
+                else:
+                    features[name] = value
             result = client.recommend(
                 args.user_id, args.top_k, args.exclude, features, args.temperature
             )

@@ -28,8 +28,10 @@ from tritonclient.utils import InferenceServerException
 
 ENSEMBLE = "recommender"
 Protocol = Literal["grpc", "http"]
-RAW_FLOAT_FEATURES = ("age",)
-RAW_STRING_FEATURES = ("country", "device", "zipcode")
+# Inputs of the contract itself; every other input of the ensemble is a user feature.
+CONTRACT_INPUTS = frozenset({"user_id", "top_k", "exclude_item_ids", "temperature"})
+NUMPY_TYPES: dict[str, type] = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32,
+                                "BYTES": np.object_}  # fmt: skip
 T = TypeVar("T")
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # what tritonclient sets when given no channel args
 
@@ -146,12 +148,24 @@ class RetryPolicy:
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * rng.uniform(0.5, 1.0)
 
 
+FeatureValue = float | int | str | Sequence[str]
+
+
+@dataclass(frozen=True)
+class FeatureInput:
+    """A user-feature input of the ensemble, as its metadata declares it."""
+
+    name: str
+    datatype: str  # FP32, INT64, BYTES
+    is_list: bool  # shape [-1]: a list of tokens (multi-hot)
+
+
 @dataclass(frozen=True)
 class RecommendationRequest:
     user_id: int
     top_k: int = 10
     exclude_item_ids: Sequence[int] = ()
-    features: dict[str, float | str] = field(default_factory=dict)
+    features: dict[str, FeatureValue] = field(default_factory=dict)
     temperature: float | None = None
 
 
@@ -188,6 +202,7 @@ class RecommenderClient:
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._client: Any = self._connect()
+        self._features: dict[str, FeatureInput] | None = None
 
     @property
     def retries(self) -> int:
@@ -247,12 +262,31 @@ class RecommenderClient:
             ]
         return {name: int(version) for name, version in steps}
 
+    def feature_inputs(self) -> dict[str, FeatureInput]:
+        """The user features this server's ensemble accepts (from its metadata, cached)."""
+        if self._features is None:
+            metadata = self._call(
+                "model metadata",
+                lambda client: client.get_model_metadata(self.model_name, **self._timeout_kwargs()),
+            )
+            inputs = (
+                [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs]
+                if self.protocol == "grpc"
+                else [(t["name"], t["datatype"], list(t["shape"])) for t in metadata["inputs"]]
+            )
+            self._features = {
+                name: FeatureInput(name, datatype, shape[-1] == -1)
+                for name, datatype, shape in inputs
+                if name not in CONTRACT_INPUTS
+            }
+        return self._features
+
     def recommend(
         self,
         user_id: int,
         top_k: int = 10,
         exclude_item_ids: Sequence[int] = (),
-        features: dict[str, float | str] | None = None,
+        features: dict[str, FeatureValue] | None = None,
         temperature: float | None = None,
     ) -> Recommendation:
         request = RecommendationRequest(
@@ -312,25 +346,21 @@ class RecommenderClient:
                 )
             )
         names = {name for r in requests for name in r.features}
-        unknown = names - set(RAW_FLOAT_FEATURES) - set(RAW_STRING_FEATURES)
-        if unknown:
-            raise ValueError(
-                f"unknown user feature(s) {sorted(unknown)}; known: "
-                f"{[*RAW_FLOAT_FEATURES, *RAW_STRING_FEATURES]}"
-            )
+        if names:
+            known = self.feature_inputs()
+            unknown = names - set(known)
+            if unknown:
+                raise ValueError(
+                    f"unknown user feature(s) {sorted(unknown)}; this server takes {sorted(known)}"
+                )
         for name in sorted(names):
             if any(name not in r.features for r in requests):
                 raise ValueError(
                     f"feature {name!r} must be given for every request of a batch or none"
                 )
-            if name in RAW_FLOAT_FEATURES:
-                array = np.array([[float(r.features[name])] for r in requests], np.float32)
-                inputs.append(self._input(name, array, "FP32"))
-            else:
-                array = np.array(
-                    [[str(r.features[name]).encode()] for r in requests], dtype=np.object_
-                )
-                inputs.append(self._input(name, array, "BYTES"))
+            spec = self.feature_inputs()[name]
+            values = [r.features[name] for r in requests]
+            inputs.append(self._input(name, _feature_array(spec, values), spec.datatype))
         return inputs
 
     def _call(self, what: str, send: Callable[[Any], T]) -> T:
@@ -365,3 +395,20 @@ class RecommenderClient:
         )
         cls = ERROR_CLASSES.get(failure.code, RecommenderClientError)
         return cls(message, status=failure.status, code=failure.code, attempts=attempts)
+
+
+def _feature_array(spec: FeatureInput, values: list[FeatureValue]) -> np.ndarray:
+    """[B, 1] values (or [B, T] token lists padded with empty strings) of one feature."""
+    if spec.is_list:
+        rows = [[v] if isinstance(v, str) else list(v) for v in values]  # type: ignore[arg-type]
+        width = max(1, *(len(row) for row in rows))
+        array = np.full((len(rows), width), b"", dtype=np.object_)
+        for i, row in enumerate(rows):
+            array[i, : len(row)] = [str(token).encode() for token in row]
+        return array
+    if spec.datatype == "BYTES":
+        return np.array([[str(v).encode()] for v in values], dtype=np.object_)
+    try:
+        return np.array([[v] for v in values], dtype=NUMPY_TYPES[spec.datatype])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"feature {spec.name!r} takes {spec.datatype} values: {exc}") from exc

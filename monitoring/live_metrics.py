@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitoring.profile import PROFILE_FILE, ReferenceProfile
-from workflows.features import OOV_INDEX
+from monitoring.profile import ReferenceProfile
+from recsys.contract import OOV_INDEX, PROFILE_FILE, FeatureSpec
+from recsys.schema import FeatureSchema
 
 FAMILIES: dict[str, str] = {
     "recsys_requests_total": "User rows seen by the feature transform",
@@ -34,7 +35,6 @@ FAMILIES: dict[str, str] = {
     "recsys_short_results_total": "Answers with fewer items than top_k (exclusions)",
     "recsys_served_items_total": "Served items by training-popularity decile (0 = most popular)",
 }
-OOV_TRACKED = ("user_id", "country", "device")
 
 
 def load_profile(version_dir: Path) -> ReferenceProfile | None:
@@ -71,22 +71,26 @@ class LiveMetrics:
 def observe_user_features(
     metrics: LiveMetrics,
     profile: ReferenceProfile | None,
-    raw: pd.DataFrame,
+    raw: dict[str, np.ndarray],
     categorical: np.ndarray,
-    categorical_names: Sequence[str],
+    spec: FeatureSpec,
+    schema: FeatureSchema,
 ) -> None:
-    metrics.increment("recsys_requests_total", len(raw))
-    for index, name in enumerate(categorical_names):
-        if name in OOV_TRACKED:
-            metrics.increment("recsys_oov_total", int((categorical[:, index] == OOV_INDEX).sum()),
-                              feature=name)  # fmt: skip
-    for name in raw.columns:
-        if name != "user_id":
-            metrics.increment("recsys_missing_total", int(raw[name].isna().sum()), feature=name)
+    """Count a batch of user rows: OOV ids and monitored categories, missing values of
+    monitored features, and their values binned like the reference profile."""
+    metrics.increment("recsys_requests_total", len(categorical))
+    monitored = schema.monitored()
+    tracked = {schema.users.id} | {n for n, f in monitored.items() if f.kind == "categorical"}
+    for name, width, start in zip(spec.categorical, spec.widths, spec.offsets(), strict=True):
+        if name in tracked and width == 1:
+            oov = int(np.count_nonzero(categorical[:, start] == OOV_INDEX))
+            metrics.increment("recsys_oov_total", oov, feature=name)
+    for name in monitored:
+        metrics.increment("recsys_missing_total", int(pd.isna(raw[name]).sum()), feature=name)
     if profile is None:
         return
     for feature in profile.features:
-        for label, count in feature.counts(raw[feature.name].to_numpy()).items():
+        for label, count in feature.counts(raw[feature.name]).items():
             metrics.increment("recsys_feature_bin_total", count, feature=feature.name, bin=label)
 
 

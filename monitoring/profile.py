@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PROFILE_FILE = "reference_profile.json"
+from recsys.schema import FeatureSchema
+
 MISSING = "__missing__"
 OTHER = "__other__"
 SCORE_EDGES = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
@@ -109,25 +110,22 @@ def score_profile(scores: np.ndarray) -> FeatureProfile:
     return FeatureProfile("score", "numeric", bins, _shares(draft, scores), edges)
 
 
-# Raw request features tracked, and how: numbers by quantile, categories by frequency.
-# zipcode has ~20k values: tracked by its top values plus __other__, which still moves when
-# traffic shifts to unseen zip codes.
-TRACKED_FEATURES: dict[str, str] = {
-    "age": "numeric",
-    "country": "categorical",
-    "device": "categorical",
-    "zipcode": "categorical",
-}
-
-
 def build_reference_profile(
-    request_rows: pd.DataFrame, served_scores: np.ndarray, model_version: int = 0
+    schema: FeatureSchema,
+    request_rows: pd.DataFrame,
+    served_scores: np.ndarray,
+    model_version: int = 0,
 ) -> ReferenceProfile:
-    """`request_rows`: raw user features as requests carry them (one row per request)."""
+    """`request_rows`: raw user features as requests carry them (one row per request).
+
+    The schema's monitored user features are tracked: continuous ones by quantile bins,
+    the others by their most frequent values plus __other__ (a hashed feature with many
+    values is tracked by its top values; __other__ still moves when traffic shifts).
+    """
     features = tuple(
         numeric_profile(name, request_rows[name].to_numpy())
-        if kind == "numeric"
+        if feature.kind == "continuous"
         else categorical_profile(name, request_rows[name].to_numpy())
-        for name, kind in TRACKED_FEATURES.items()
+        for name, feature in schema.monitored().items()
     )
     return ReferenceProfile(features, score_profile(served_scores), model_version)

@@ -19,15 +19,15 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from recsys.pipeline import InProcessRecommender
 from recsys.settings import PROJECT_ROOT, load_settings
+from serving.stages.chain import InProcessRecommender
 
 
 class RecommendRequest(BaseModel):
     user_id: int
     top_k: int = Field(10, ge=1)
     exclude_item_ids: list[int] = []
-    country: str | None = None
+    features: dict[str, str | float | int] = {}
 
 
 class RecommendResponse(BaseModel):
@@ -43,15 +43,13 @@ def create_app(repository: Path, version: int) -> FastAPI:
 
     @app.post("/recommend")
     def recommend(request: RecommendRequest) -> RecommendResponse:
-        overrides = None
-        if request.country is not None:
-            overrides = {"country": np.array([request.country], dtype=object)}
+        overrides = {name: np.array([value]) for name, value in request.features.items()}
         try:
             result = pipeline.recommend(
                 np.array([request.user_id]), request.top_k,
                 [np.array(request.exclude_item_ids, dtype=np.int64)], overrides,
             )[0]  # fmt: skip
-        except ValueError as exc:
+        except (ValueError, KeyError) as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         return RecommendResponse(item_ids=result.item_ids.tolist(), scores=result.scores.tolist())
 

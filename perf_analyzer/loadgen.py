@@ -37,6 +37,15 @@ class LoadResult:
         )
 
 
+CONTRACT_KEYS = ("user_id", "top_k", "exclude_item_ids")
+
+
+def _datatype(value: object) -> str:
+    if isinstance(value, str):
+        return "BYTES"
+    return "FP32" if isinstance(value, float) else "INT64"
+
+
 def triton_infer_body(entry: dict[str, Any]) -> dict[str, Any]:
     """KServe v2 JSON body for one perf_analyzer input-data entry (batch of one)."""
     inputs = [
@@ -48,9 +57,10 @@ def triton_infer_body(entry: dict[str, Any]) -> dict[str, Any]:
         content = exclude["content"]
         inputs.append({"name": "exclude_item_ids", "shape": [1, len(content)],
                        "datatype": "INT64", "data": content})  # fmt: skip
-    if "country" in entry:
-        inputs.append({"name": "country", "shape": [1, 1], "datatype": "BYTES",
-                       "data": entry["country"]})  # fmt: skip
+    for name, value in entry.items():
+        if name not in CONTRACT_KEYS:
+            inputs.append({"name": name, "shape": [1, 1], "datatype": _datatype(value[0]),
+                           "data": value})  # fmt: skip
     return {"inputs": inputs}
 
 
@@ -59,8 +69,9 @@ def baseline_body(entry: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"user_id": entry["user_id"][0], "top_k": entry["top_k"][0]}
     if entry.get("exclude_item_ids"):
         body["exclude_item_ids"] = entry["exclude_item_ids"]["content"]
-    if "country" in entry:
-        body["country"] = entry["country"][0]
+    features = {k: v[0] for k, v in entry.items() if k not in CONTRACT_KEYS}
+    if features:
+        body["features"] = features
     return body
 
 

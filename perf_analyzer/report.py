@@ -37,9 +37,9 @@ from perf_analyzer.sweep import (
     run_request_rates,
     run_sweep,
 )
-from recsys.pipeline import InProcessRecommender
 from recsys.settings import PROJECT_ROOT, Settings, load_settings
 from serving.launcher import TritonServer
+from serving.stages.chain import InProcessRecommender
 
 P99_BOUND_MS = 60.0  # MLPerf DLRM server-scenario latency bound
 
@@ -126,7 +126,7 @@ def best_under_bound(table: pd.DataFrame, bound_ms: float = P99_BOUND_MS) -> flo
 
 def stage_input_data(pipeline: InProcessRecommender, user_ids: np.ndarray) -> dict[str, Path]:
     """Real intermediate tensors for driving `retrieval` and `ranking` alone."""
-    raw = pipeline.user_features.raw_rows(user_ids)
+    raw = pipeline.user_features.raw_columns(user_ids)
     user_cat, user_cont = pipeline.user_features.transform(raw)
     rows, _ = pipeline.retrieval(user_cat, user_cont)
     item_cat, item_cont = pipeline.item_features(rows)
@@ -208,7 +208,7 @@ def run(settings: Settings, plan: Plan, repository: Path, artifacts: Path, out: 
     loaded = held_out_users(artifacts, 300)
     held_out, items = loaded.user_ids, loaded.item_ids
     top_k = settings.serving.default_top_k
-    entries = build_input_data(loaded.users, held_out, items, top_k, max_exclude=20)
+    entries = build_input_data(loaded, held_out, top_k, max_exclude=20)
     input_path = out / "input_data.json"
     input_path.write_text(json.dumps(entries))
     pipeline = InProcessRecommender(repository, 1, settings.serving)

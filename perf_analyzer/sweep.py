@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from datagen import read_canonical
+from recsys.contract import REQUEST_USER_ID, SCHEMA_FILE, TIMESTAMP
+from recsys.schema import FeatureSchema
 from recsys.settings import PROJECT_ROOT, load_settings
 from serving.launcher import TritonServer
 
@@ -49,48 +52,61 @@ def perf_analyzer_environment() -> dict[str, str]:
 class HeldOut:
     """What the load is built from: the latest users by time and the catalog."""
 
+    schema: FeatureSchema
     users: pd.DataFrame  # the raw user table
     user_ids: np.ndarray  # the latest `count` distinct users of the interactions
     item_ids: np.ndarray  # every catalog item
 
 
 def held_out_users(artifacts: Path, count: int) -> HeldOut:
-    data = artifacts / "data"
-    interactions = pd.read_parquet(data / "interactions.parquet").sort_values("timestamp")
+    schema = FeatureSchema.from_json((artifacts / SCHEMA_FILE).read_text())
+    data = read_canonical(schema, artifacts / "data")
+    interactions = data.interactions.sort_values(TIMESTAMP)
     return HeldOut(
-        users=pd.read_parquet(data / "users.parquet"),
-        user_ids=interactions["user_id"].drop_duplicates().tail(count).to_numpy(),
-        item_ids=pd.read_parquet(data / "items.parquet")["item_id"].to_numpy(),
+        schema=schema,
+        users=data.users,
+        user_ids=interactions[schema.users.id].drop_duplicates().tail(count).to_numpy(),
+        item_ids=data.items[schema.items.id].to_numpy(),
     )
 
 
+def sent_feature(schema: FeatureSchema) -> str | None:
+    """The user feature the load sends as an override (the first overridable categorical
+    one), so requests exercise the override path as real callers do."""
+    for name, feature in schema.user_overrides():
+        if feature.kind in ("categorical", "hashed"):
+            return name
+    return None
+
+
 def build_input_data(
-    users: pd.DataFrame,
+    held_out: HeldOut,
     user_ids: np.ndarray,
-    item_ids: np.ndarray,
     top_k: int,
     max_exclude: int,
     seed: int = 0,
 ) -> dict[str, list[dict[str, object]]]:
     """perf_analyzer `--input-data` entries, one per held-out user (batch dimension excluded)."""
     rng = np.random.default_rng(seed)
-    table = users.set_index("user_id")
+    table = held_out.users.set_index(held_out.schema.users.id)
+    feature = sent_feature(held_out.schema)
     entries = []
     for user_id in user_ids:
-        row = table.loc[int(user_id)]
-        exclude = rng.choice(item_ids, size=int(rng.integers(1, max_exclude + 1)), replace=False)
+        size = int(rng.integers(1, max_exclude + 1))
+        exclude = rng.choice(held_out.item_ids, size=size, replace=False)
         entry: dict[str, object] = {
-            "user_id": [int(user_id)],
+            REQUEST_USER_ID: [int(user_id)],
             "top_k": [top_k],
             "exclude_item_ids": {"content": exclude.astype(int).tolist(), "shape": [len(exclude)]},
         }
-        if pd.notna(row["country"]):
-            entry["country"] = [str(row["country"])]
+        value = table.loc[int(user_id), feature] if feature else None
+        if feature and value is not None and pd.notna(value):
+            entry[feature] = [value.item() if hasattr(value, "item") else value]
         entries.append(entry)
     # perf_analyzer needs every entry to carry the same optional inputs.
-    if any("country" not in e for e in entries):
+    if feature and any(feature not in e for e in entries):
         for e in entries:
-            e.pop("country", None)
+            e.pop(feature, None)
     return {"data": entries}
 
 
@@ -206,18 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=PROJECT_ROOT / "results" / "perf")
     parser.add_argument("--quick", action="store_true", help="concurrency 1,2 with short windows")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
     held_out = held_out_users(args.artifacts, 200)
     args.results.mkdir(parents=True, exist_ok=True)
     input_path = args.results / "input_data.json"
-    entries = build_input_data(
-        held_out.users, held_out.user_ids, held_out.item_ids, args.top_k, max_exclude=20
-    )
+    entries = build_input_data(held_out, held_out.user_ids, args.top_k, max_exclude=20)
     input_path.write_text(json.dumps(entries))
     with contextlib.ExitStack() as stack:
         url = args.url
         if url is None:
-            settings = load_settings()
+            settings = load_settings(args.config)
             server = stack.enter_context(
                 TritonServer(PROJECT_ROOT / "model_repository", settings.server,
                              args.results / "tritonserver.log")

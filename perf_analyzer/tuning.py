@@ -37,17 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "artifacts")
+    parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
-    settings = load_settings()
+    settings = load_settings(args.config)
     concurrency = (1, 8) if args.quick else (1, 4, 16, 32)
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = PROJECT_ROOT / "results" / "perf" / f"tuning-{run_name}"
     out.mkdir(parents=True, exist_ok=True)
     held_out = held_out_users(args.artifacts, 300)
-    entries = build_input_data(
-        held_out.users, held_out.user_ids, held_out.item_ids,
-        settings.serving.default_top_k, max_exclude=20,
-    )  # fmt: skip
+    entries = build_input_data(held_out, held_out.user_ids, settings.serving.default_top_k,
+                               max_exclude=20)  # fmt: skip
     input_path = out / "input_data.json"
     input_path.write_text(json.dumps(entries))
     tables = []

@@ -16,39 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "default.yaml"
 
-# Composing models in the order they must be loaded; the ensemble comes last because
-# Triton refuses an ensemble whose steps are not loaded yet.
-ENSEMBLE_NAME = "recommender"
-STAGE_MODEL_NAMES: tuple[str, ...] = (
-    "user_features",
-    "retrieval",
-    "item_features",
-    "ranking",
-    "reorder",
-)
-MODEL_LOAD_ORDER: tuple[str, ...] = (*STAGE_MODEL_NAMES, ENSEMBLE_NAME)
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
 class DataSettings(_Section):
+    """Size of the synthetic data (any schema) and the validation split; what the features
+    are lives in the schema (config/schemas/)."""
+
     seed: int = 7
     num_users: int = Field(3000, ge=10)
     num_items: int = Field(1500, ge=10)
     impressions_per_user: int = Field(40, ge=2)
     latent_dim: int = Field(8, ge=1)
     popularity_skew: float = Field(1.1, ge=0.0)
-    missing_rate: float = Field(0.1, ge=0.0, lt=1.0)
-    num_zipcodes: int = Field(20000, ge=1)
-    num_brands: int = Field(600, ge=1)
+    missing_rate: float = Field(0.1, ge=0.0, lt=1.0)  # default for nullable features
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-
-
-class WorkflowSettings(_Section):
-    hash_buckets_zipcode: int = Field(2048, ge=2)
-    brand_freq_threshold: int = Field(3, ge=0)
 
 
 class TrainingSettings(_Section):
@@ -95,8 +79,9 @@ class MonitoringSettings(_Section):
 
 
 class Settings(_Section):
+    # Which config/schemas/<name>.yaml (or a path to one) describes the data.
+    feature_schema: str = "synthetic"
     data: DataSettings = DataSettings()
-    workflows: WorkflowSettings = WorkflowSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     server: ServerSettings = ServerSettings()
@@ -107,8 +92,11 @@ class SettingsError(ValueError):
     """A configuration file that cannot be used, with the file and field named."""
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load settings from `path`, $RECSYS_CONFIG, or config/default.yaml, in that order."""
+def load_settings(
+    path: str | os.PathLike[str] | None = None, schema: str | None = None
+) -> Settings:
+    """Load settings from `path`, $RECSYS_CONFIG, or config/default.yaml, in that order;
+    `schema` (or $RECSYS_SCHEMA) replaces the configured feature schema."""
     config_path = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG_PATH)
     try:
         raw = yaml.safe_load(config_path.read_text()) or {}
@@ -118,6 +106,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise SettingsError(f"config file {config_path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise SettingsError(f"config file {config_path} must hold a mapping at the top level")
+    schema = schema or os.environ.get("RECSYS_SCHEMA") or None
+    if schema:
+        raw["feature_schema"] = schema
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

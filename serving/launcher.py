@@ -285,10 +285,33 @@ class StubWatchdog:
         return dead
 
 
+def schema_mismatch(repository: Path, wanted: str) -> str | None:
+    """Why `repository` does not serve schema `wanted`, or None if it does."""
+    from recsys.schema import differences, load_schema
+    from serving.repository import read_config, version_schema
+
+    ensemble = read_config(repository / "recommender")
+    version = ensemble.ensemble_scheduling.step[0].model_version
+    built, asked = version_schema(repository, version), load_schema(wanted)
+    found = differences(built, asked)
+    if not found:
+        return None
+    return (
+        f"{repository} serves schema {built.name!r} (version {version}), not {asked.name!r}: "
+        + "; ".join(found[:5])
+        + f". Build it first: make repository SCHEMA={wanted} DATA_DIR=..."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the model repository with tritonserver.")
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--config", type=Path, default=None, help="settings YAML")
+    parser.add_argument(
+        "--schema",
+        default=None,
+        help="refuse to serve unless the repository was built with this feature schema",
+    )
     parser.add_argument("--log", type=Path, default=PROJECT_ROOT / "artifacts" / "tritonserver.log")
     parser.add_argument(
         "--no-watchdog",
@@ -299,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.config)
     if not (args.repository / "recommender").exists():
         parser.error(f"{args.repository} holds no model repository: run `make repository` first")
+    if args.schema:
+        problem = schema_mismatch(args.repository, args.schema)
+        if problem:
+            parser.error(problem)
     server = TritonServer(args.repository, settings.server, args.log)
 
     def stop_on_sigterm(signum: int, frame: object) -> None:

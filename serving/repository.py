@@ -4,7 +4,8 @@ Layout (one numbered version directory per model; a model set version N has ever
 at version N and the ensemble pins its steps to N):
 
     model_repository/
-      user_features/  config.pbtxt  N/{model.py, user_workflow/, users.parquet}
+      user_features/  config.pbtxt  N/{model.py, user_workflow/, users.parquet,
+                                        feature_schema.json, reference_profile.json}
       retrieval/      config.pbtxt  N/{model.py, query_tower.pt, item_index.faiss}
       item_features/  config.pbtxt  N/{model.py, catalog.npz, feature_spec.json}
       ranking/        config.pbtxt  N/{model.py, model.pt}
@@ -33,27 +34,31 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from monitoring.profile import PROFILE_FILE
-from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES, ServingSettings
-from serving.stages import RANKING_MODEL_FILE
-from training.train import (
+from recsys.contract import (
     CATALOG_FILE,
+    ENSEMBLE_NAME,
+    FEATURE_SPEC_FILE,
     ITEM_INDEX_FILE,
+    ITEM_WORKFLOW_DIR,
+    PROFILE_FILE,
     QUERY_TOWER_FILE,
     RANKING_FILE,
+    RANKING_MODEL_FILE,
+    REQUEST_USER_ID,
+    SCHEMA_FILE,
+    STAGE_MODEL_NAMES,
     USER_TABLE_FILE,
+    USER_WORKFLOW_DIR,
+    FeatureSpec,
+    Tensor,
+    override_tensors,
+    read_schema,
 )
-from workflows.features import FEATURE_SPEC_FILE, ITEM_WORKFLOW_DIR, USER_WORKFLOW_DIR, FeatureSpec
+from recsys.schema import FeatureSchema
+from recsys.settings import ServingSettings
+from serving.manifest import write_manifest
 
 TRITON_MODELS_DIR = Path(__file__).resolve().parent / "triton_models"
-
-
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    dtype: str  # Triton type name without the TYPE_ prefix: INT64, FP32, BYTES, INT32
-    dims: tuple[int, ...]
-    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,25 +68,23 @@ class StageInterface:
 
 
 def stage_interfaces(
-    user_spec: FeatureSpec, item_spec: FeatureSpec, serving: ServingSettings
+    schema: FeatureSchema, user_spec: FeatureSpec, item_spec: FeatureSpec, serving: ServingSettings
 ) -> dict[str, StageInterface]:
-    """Every stage's tensors; shapes exclude the batch dimension."""
+    """Every stage's tensors; shapes exclude the batch dimension. The request contract
+    (user_features' inputs) is the user id plus one optional override per user feature
+    the schema marks overridable, typed from the schema."""
     c = serving.num_candidates
-    user_cat = Tensor("user_categorical", "INT64", (len(user_spec.categorical),))
-    user_cont = Tensor("user_continuous", "FP32", (len(user_spec.continuous),))
+    user_cat = Tensor("user_categorical", "INT64", (user_spec.categorical_width,))
+    # Triton refuses a dimension of 0: a side without continuous features sends [B, 0]
+    # through a variable-size dimension.
+    user_cont = Tensor("user_continuous", "FP32", (len(user_spec.continuous) or -1,))
     rows = Tensor("candidate_rows", "INT64", (c,))
-    item_cat = Tensor("item_categorical", "INT64", (c, len(item_spec.categorical)))
-    item_cont = Tensor("item_continuous", "FP32", (c, len(item_spec.continuous)))
+    item_cat = Tensor("item_categorical", "INT64", (c, item_spec.categorical_width))
+    item_cont = Tensor("item_continuous", "FP32", (c, len(item_spec.continuous) or -1))
     ranking_scores = Tensor("ranking_scores", "FP32", (c,))
     return {
         "user_features": StageInterface(
-            inputs=(
-                Tensor("user_id", "INT64", (1,)),
-                Tensor("age", "FP32", (1,), optional=True),
-                Tensor("country", "BYTES", (1,), optional=True),
-                Tensor("device", "BYTES", (1,), optional=True),
-                Tensor("zipcode", "BYTES", (1,), optional=True),
-            ),
+            inputs=(Tensor(REQUEST_USER_ID, "INT64", (1,)), *override_tensors(schema)),
             outputs=(user_cat, user_cont),
         ),
         "retrieval": StageInterface(
@@ -240,6 +243,7 @@ def stage_files(artifacts_dir: Path) -> dict[str, dict[str, Path]]:
             USER_WORKFLOW_DIR: workflows / USER_WORKFLOW_DIR,
             USER_TABLE_FILE: models / USER_TABLE_FILE,
             PROFILE_FILE: models / PROFILE_FILE,
+            SCHEMA_FILE: artifacts_dir / SCHEMA_FILE,
         },
         "retrieval": {
             QUERY_TOWER_FILE: models / QUERY_TOWER_FILE,
@@ -264,11 +268,25 @@ def load_specs(artifacts_dir: Path) -> tuple[FeatureSpec, FeatureSpec]:
     )
 
 
+def version_schema(repository: Path, version: int) -> FeatureSchema:
+    """The feature schema a published version was built with (shipped with it)."""
+    return read_schema(repository / "user_features" / str(version) / SCHEMA_FILE)
+
+
 def version_specs(repository: Path, version: int) -> tuple[FeatureSpec, FeatureSpec]:
     """The user and item feature specs a published version was built with."""
     user = repository / "user_features" / str(version) / USER_WORKFLOW_DIR / FEATURE_SPEC_FILE
     item = repository / "item_features" / str(version) / FEATURE_SPEC_FILE
     return FeatureSpec.from_json(user.read_text()), FeatureSpec.from_json(item.read_text())
+
+
+def version_interfaces(
+    repository: Path, version: int, serving: ServingSettings
+) -> dict[str, StageInterface]:
+    """Every stage's tensors for a published version: its schema and feature specs."""
+    return stage_interfaces(
+        version_schema(repository, version), *version_specs(repository, version), serving
+    )
 
 
 def _install_model_py(name: str, version_dir: Path) -> None:
@@ -336,7 +354,7 @@ def write_serving_configs(
     repository: Path, serving: ServingSettings, version: int
 ) -> dict[str, mc.ModelConfig]:
     """Configs that serve model set `version` alone (what a restarted server loads)."""
-    interfaces = stage_interfaces(*version_specs(repository, version), serving)
+    interfaces = version_interfaces(repository, version, serving)
     configs = stage_configs(interfaces, serving, [version])
     configs[ENSEMBLE_NAME] = build_ensemble_config(interfaces, serving, version)
     for name, config in configs.items():
@@ -351,8 +369,5 @@ def build_model_repository(
     regenerated, a manifest written); return the model directories."""
     write_model_set(artifacts_dir, repository, serving, version)
     write_serving_configs(repository, serving, version)
-    # Imported here: serving.versions builds on this module.
-    from serving.versions import write_manifest
-
     write_manifest(repository, version, artifacts_dir)
     return [repository / name for name in (*STAGE_MODEL_NAMES, ENSEMBLE_NAME)]

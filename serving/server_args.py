@@ -7,7 +7,8 @@ arguments; tests/test_helm.py renders the chart and checks its container args eq
 
 from __future__ import annotations
 
-from recsys.settings import MODEL_LOAD_ORDER, ServerSettings
+from recsys.contract import MODEL_LOAD_ORDER
+from recsys.settings import ServerSettings
 
 
 def _flag(value: bool) -> str:

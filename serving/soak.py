@@ -39,14 +39,22 @@ import pandas as pd
 import psutil
 
 from client.recommender_client import (
+    FeatureValue,
     Recommendation,
     RecommendationRequest,
     RecommenderClient,
     RecommenderClientError,
 )
-from recsys.settings import ENSEMBLE_NAME, PROJECT_ROOT, load_settings
+from recsys.contract import (
+    CATALOG_FILE,
+    ENSEMBLE_NAME,
+    SCHEMA_FILE,
+    USER_TABLE_FILE,
+    Catalog,
+    read_schema,
+)
+from recsys.settings import PROJECT_ROOT, load_settings
 from serving.launcher import TritonServer
-from training.train import CATALOG_FILE, USER_TABLE_FILE, Catalog
 
 UNKNOWN_USER_SHARE = 0.1
 OVERRIDE_SHARE = 0.2
@@ -74,15 +82,22 @@ class Workload:
     """Realistic, checkable requests drawn from the repository's own user table and catalog."""
 
     def __init__(self, repository: Path, seed: int = 0) -> None:
-        version = latest_version(repository / "user_features")
-        users = pd.read_parquet(repository / "user_features" / version / USER_TABLE_FILE)
-        self.user_ids = users["user_id"].to_numpy(np.int64)
+        version_dir = repository / "user_features" / latest_version(repository / "user_features")
+        schema = read_schema(version_dir / SCHEMA_FILE)
+        users = pd.read_parquet(version_dir / USER_TABLE_FILE)
+        self.user_ids = users[schema.users.id].to_numpy(np.int64)
         catalog = Catalog.load(
             repository / "reorder" / latest_version(repository / "reorder") / CATALOG_FILE
         )
         self.item_ids = catalog.item_ids
         self.catalog = set(self.item_ids.tolist())
-        self.countries = sorted(users["country"].dropna().unique().tolist())
+        # Overrides send values the table holds, for up to two overridable features.
+        self.override_values = {
+            name: values
+            for name, feature in list(schema.user_overrides())[:2]
+            if feature.kind != "multi_hot"
+            and len(values := users[name].dropna().drop_duplicates().tolist())
+        }
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
 
@@ -94,12 +109,11 @@ class Workload:
             else:
                 user = int(rng.choice(self.user_ids))
             exclude = rng.choice(self.item_ids, size=int(rng.integers(0, 6)), replace=False)
-            features: dict[str, float | str] = {}
+            features: dict[str, FeatureValue] = {}
             if rng.random() < OVERRIDE_SHARE:
-                features = {
-                    "age": float(rng.uniform(18, 80)),
-                    "country": str(rng.choice(self.countries)),
-                }
+                for name, values in self.override_values.items():
+                    value = values[int(rng.integers(len(values)))]
+                    features[name] = value.item() if hasattr(value, "item") else value
             return RecommendationRequest(
                 user, int(rng.integers(1, 21)), [int(i) for i in exclude], features
             )

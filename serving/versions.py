@@ -21,12 +21,9 @@ restores the serving version's configs; it never stopped answering. See docs/ver
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,13 +39,30 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from recsys.settings import (
+from recsys.contract import (
+    CATALOG_FILE,
     ENSEMBLE_NAME,
+    ITEM_INDEX_FILE,
+    METRICS_FILE,
     MODEL_LOAD_ORDER,
-    PROJECT_ROOT,
+    QUERY_TOWER_FILE,
+    RANKING_MODEL_FILE,
+    REQUEST_USER_ID,
     STAGE_MODEL_NAMES,
-    ServingSettings,
-    Settings,
+    USER_TABLE_FILE,
+    USER_WORKFLOW_DIR,
+    FeatureSpec,
+)
+from recsys.schema import differences
+from recsys.settings import ServingSettings, Settings
+from serving.manifest import (
+    VersionError,
+    read_manifest,
+    refused,
+    sha256_file,
+    verify_files,
+    write_json,
+    write_manifest,
 )
 from serving.repository import (
     StageInterface,
@@ -57,23 +71,15 @@ from serving.repository import (
     ensemble_interface,
     read_config,
     stage_configs,
-    stage_interfaces,
+    version_interfaces,
+    version_schema,
     version_specs,
     write_config,
     write_model_set,
 )
-from serving.stages import RANKING_MODEL_FILE, RAW_USER_FEATURES
-from training.train import (
-    CATALOG_FILE,
-    ITEM_INDEX_FILE,
-    METRICS_FILE,
-    QUERY_TOWER_FILE,
-    USER_TABLE_FILE,
-)
-from workflows.features import USER_WORKFLOW_DIR, FeatureSpec
 
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
+__all__ = ["VersionError", "read_manifest", "verify_files", "write_manifest"]
+
 STATE_FILE = "versions.json"
 LOCK_FILE = ".versions.lock"
 DEFAULT_TOLERANCE = 0.01
@@ -84,9 +90,6 @@ GATED_METRICS: dict[str, int] = {
     "ranking_auc": 1,
     "ranking_logloss": -1,
 }
-# Bytecode caches are derived from model.py (checked-hash: they run only if they match it)
-# and the Python backend may write them: not content.
-IGNORED_PARTS = frozenset({"__pycache__"})
 EMBEDDING_TABLE = re.compile(r"embeddings\.tables\.(\d+)\.weight$")
 # States in Triton's repository index of a version that can still run requests.
 LIVE_STATES = frozenset({"READY", "LOADING", "UNLOADING"})
@@ -94,165 +97,7 @@ LIVE_STATES = frozenset({"READY", "LOADING", "UNLOADING"})
 Log = Callable[[str], None]
 
 
-class VersionError(RuntimeError):
-    """A version refused or an operation that cannot go ahead; the message says why."""
-
-
-def _refused(version: int, why: str, problems: list[str]) -> VersionError:
-    return VersionError(f"version {version} is refused: {why}:\n  - " + "\n  - ".join(problems))
-
-
-# ---------------------------------------------------------------- files and manifests
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def hash_tree(directory: Path) -> dict[str, str]:
-    """sha256 of every file under `directory`, keyed by relative path."""
-    hashes = {}
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if path.is_file() and not IGNORED_PARTS & set(relative.parts):
-            hashes[relative.as_posix()] = _sha256(path)
-    return hashes
-
-
-def _fingerprint(files: dict[str, dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-
-
-def _write_json(path: Path, payload: object) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
-
-
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
-def provenance(
-    artifacts_dir: Path, settings: Settings | None, data_dir: Path | None
-) -> dict[str, Any]:
-    """Where a version came from: code, configuration, data and artefacts."""
-    config_hash = None
-    if settings is not None:
-        # The sections that shape the trained models; ports and serving knobs do not.
-        shaping = settings.model_dump(mode="json", include={"data", "workflows", "training"})
-        config_hash = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
-    if data_dir is None and (artifacts_dir / "data").is_dir():
-        data_dir = artifacts_dir / "data"
-    status = _git("status", "--porcelain")
-    return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "config_sha256": config_hash,
-        "artifacts_dir": str(artifacts_dir.resolve()),
-        "data_dir": None if data_dir is None else str(data_dir.resolve()),
-    }
-
-
-def manifest_path(repository: Path, version: int) -> Path:
-    return repository / ENSEMBLE_NAME / str(version) / MANIFEST_FILE
-
-
-def write_manifest(
-    repository: Path,
-    version: int,
-    artifacts_dir: Path,
-    settings: Settings | None = None,
-    data_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Hash version `version` as it is on disk now and record its metrics and provenance."""
-    metrics_file = artifacts_dir / "models" / METRICS_FILE
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    files = {name: hash_tree(repository / name / str(version)) for name in STAGE_MODEL_NAMES}
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "fingerprint": _fingerprint(files),
-        "metrics": metrics,
-        "provenance": provenance(artifacts_dir, settings, data_dir),
-        "files": files,
-    }
-    _write_json(manifest_path(repository, version), manifest)
-    return manifest
-
-
-def read_manifest(repository: Path, version: int) -> dict[str, Any]:
-    path = manifest_path(repository, version)
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise VersionError(
-            f"version {version} has no manifest ({path}): not published, or publishing "
-            "did not finish"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise VersionError(f"version {version}'s manifest {path} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != version:
-        raise VersionError(
-            f"{path} is not a format-{MANIFEST_FORMAT} manifest of version {version}"
-        )
-    return manifest
-
-
-def verify_files(repository: Path, version: int) -> dict[str, Any]:
-    """The manifest, if every file of every stage is exactly what it lists; else refused."""
-    manifest = read_manifest(repository, version)
-    listed: dict[str, dict[str, str]] = manifest.get("files", {})
-    problems = []
-    if _fingerprint(listed) != manifest.get("fingerprint"):
-        problems.append("the manifest's file list does not match its fingerprint (edited?)")
-    for name in STAGE_MODEL_NAMES:
-        version_dir = repository / name / str(version)
-        expected = listed.get(name)
-        if expected is None:
-            problems.append(f"the manifest lists no files for {name!r}")
-            continue
-        if not version_dir.is_dir():
-            problems.append(f"{name}/{version}/ is missing")
-            continue
-        actual = hash_tree(version_dir)
-        problems += [f"{name}/{version}/{p} is missing" for p in sorted(expected.keys() - actual)]
-        problems += [
-            f"{name}/{version}/{p} is not in the manifest" for p in sorted(actual.keys() - expected)
-        ]
-        problems += [
-            f"{name}/{version}/{p} has sha256 {actual[p][:12]}…, the manifest says "
-            f"{expected[p][:12]}…"
-            for p in sorted(expected.keys() & actual.keys())
-            if expected[p] != actual[p]
-        ]
-    if problems:
-        raise _refused(version, "its files do not match its manifest", problems)
-    return manifest
-
-
 # ---------------------------------------------------------------- do the parts fit
-
-
-def _spec_text(spec: FeatureSpec) -> str:
-    pairs = zip(spec.categorical, spec.cardinalities, strict=True)
-    columns = ", ".join(f"{column}:{cardinality}" for column, cardinality in pairs)
-    return f"[{columns}; {', '.join(spec.continuous)}]"
 
 
 def _table_rows(module: Any) -> list[int]:
@@ -267,8 +112,11 @@ def _probe(spec: FeatureSpec, shape: tuple[int, ...]) -> tuple[Any, Any]:
     """Features at the largest index each column may take: out-of-range fails loudly."""
     import torch  # heavy, and needed only by the checks: `list` and --help stay fast
 
-    categorical = torch.tensor([c - 1 for c in spec.cardinalities], dtype=torch.int64)
-    categorical = categorical.expand(*shape, len(spec.cardinalities)).contiguous()
+    largest = [
+        c - 1 for c, w in zip(spec.cardinalities, spec.widths, strict=True) for _ in range(w)
+    ]
+    categorical = torch.tensor(largest, dtype=torch.int64)
+    categorical = categorical.expand(*shape, len(largest)).contiguous()
     continuous = torch.zeros(*shape, len(spec.continuous), dtype=torch.float32)
     return categorical, continuous
 
@@ -283,23 +131,25 @@ def _tables_match(what: str, module: Any, cardinalities: list[int]) -> list[str]
     ]
 
 
-def _user_problems(version_dir: Path, user_spec: FeatureSpec) -> list[str]:
+def _user_problems(version_dir: Path, user_spec: FeatureSpec, expected: list[str]) -> list[str]:
     import nvtabular as nvt  # heavy, and needed only by the checks
+
+    from workflows.fitted import spec_from_workflow
 
     problems = []
     try:
         workflow = nvt.Workflow.load(str(version_dir / USER_WORKFLOW_DIR))
-        produced = FeatureSpec.from_workflow(workflow)
+        produced = spec_from_workflow(workflow)
         if produced != user_spec:
             problems.append(
-                f"the user workflow's output schema {_spec_text(produced)} differs from the "
-                f"feature spec shipped with it {_spec_text(user_spec)}"
+                f"the user workflow's output schema {produced.describe()} differs from the "
+                f"feature spec shipped with it {user_spec.describe()}"
             )
     except Exception as exc:  # a corrupt file can raise nearly anything: report, go on
         problems.append(f"the user workflow does not load: {exc}")
     try:
         users = pd.read_parquet(version_dir / USER_TABLE_FILE)
-        missing = {"user_id", *RAW_USER_FEATURES} - set(users.columns)
+        missing = set(expected) - set(users.columns)
         if missing:
             problems.append(f"{USER_TABLE_FILE} lacks columns {sorted(missing)}")
     except Exception as exc:
@@ -330,7 +180,7 @@ def _catalog_problems(
         repository / name / str(version) / CATALOG_FILE for name in ("item_features", "reorder")
     )
     try:
-        same = _sha256(first) == _sha256(second)
+        same = sha256_file(first) == sha256_file(second)
         with np.load(first) as catalog:
             categorical, continuous = catalog["categorical"], catalog["continuous"]
             rows = len(catalog["item_ids"])
@@ -338,12 +188,13 @@ def _catalog_problems(
         return None, [f"the catalog does not load: {exc}"]
     problems = [] if same else ["item_features and reorder carry different catalogs"]
     widths = (categorical.shape[1:], continuous.shape[1:])
-    if widths != ((len(item_spec.categorical),), (len(item_spec.continuous),)):
+    if widths != ((item_spec.categorical_width,), (len(item_spec.continuous),)):
         problems.append(
             f"the catalog's feature widths {widths} do not match the item spec "
-            f"{_spec_text(item_spec)}"
+            f"{item_spec.describe()}"
         )
-    elif rows and (categorical.max(axis=0) >= item_spec.cardinalities).any():
+    elif rows and (categorical.max(axis=0) >= np.repeat(item_spec.cardinalities,
+                                                         item_spec.widths)).any():  # fmt: skip
         problems.append("the catalog holds item feature indices beyond the item spec")
     return rows, problems
 
@@ -394,13 +245,15 @@ def schema_problems(repository: Path, version: int, serving: ServingSettings) ->
     """
     try:
         user_spec, item_spec = version_specs(repository, version)
+        schema = version_schema(repository, version)
     except (OSError, ValueError, KeyError) as exc:
-        return [f"the feature specs cannot be read: {exc}"]
+        return [f"the feature schema or specs cannot be read: {exc}"]
 
     def version_dir(name: str) -> Path:
         return repository / name / str(version)
 
-    problems = _user_problems(version_dir("user_features"), user_spec)
+    expected_columns = [schema.users.id, *schema.users.features]
+    problems = _user_problems(version_dir("user_features"), user_spec, expected_columns)
     query_dim, found = _query_tower_problems(version_dir("retrieval"), user_spec)
     problems += found
     items, found = _catalog_problems(repository, version, item_spec)
@@ -415,7 +268,7 @@ def check_version(repository: Path, version: int, serving: ServingSettings) -> d
     manifest = verify_files(repository, version)
     problems = schema_problems(repository, version, serving)
     if problems:
-        raise _refused(version, "its parts do not fit together", problems)
+        raise refused(version, "its parts do not fit together", problems)
     return manifest
 
 
@@ -423,8 +276,8 @@ def side_by_side_problems(
     repository: Path, serving_version: int, candidate: int, serving: ServingSettings
 ) -> list[str]:
     """Both versions load under one config per model: their tensors must be the same."""
-    current = stage_interfaces(*version_specs(repository, serving_version), serving)
-    new = stage_interfaces(*version_specs(repository, candidate), serving)
+    current = version_interfaces(repository, serving_version, serving)
+    new = version_interfaces(repository, candidate, serving)
     return [
         f"{name}: {_tensors_text(current[name])} would become {_tensors_text(new[name])}"
         for name in STAGE_MODEL_NAMES
@@ -511,7 +364,7 @@ def _record(repository: Path, action: str, version: int | None, **details: Any) 
         "version": version,
         **details,
     }
-    _write_json(repository / STATE_FILE, {"history": [*history(repository), entry]})
+    write_json(repository / STATE_FILE, {"history": [*history(repository), entry]})
 
 
 def rollback_target(repository: Path) -> int:
@@ -569,7 +422,7 @@ def publish(
         try:
             problems = schema_problems(repository, version, settings.serving)
             if problems:
-                raise _refused(version, "its parts do not fit together", problems)
+                raise refused(version, "its parts do not fit together", problems)
             # Written last: a version without a manifest is an unfinished publish.
             manifest = write_manifest(repository, version, artifacts_dir, settings, data_dir)
         except BaseException:
@@ -734,11 +587,12 @@ def live_versions(admin: TritonAdmin) -> dict[int, list[str]]:
 
 
 def _smoke_inputs(repository: Path, version: int, serving: ServingSettings) -> dict[str, Any]:
+    id_column = version_schema(repository, version).users.id
     users = pd.read_parquet(repository / "user_features" / str(version) / USER_TABLE_FILE)
-    known = users["user_id"].head(3).tolist()
-    ids = np.array([[u] for u in [*known, int(users["user_id"].max()) + 1]], dtype=np.int64)
+    known = users[id_column].head(3).tolist()
+    ids = np.array([[u] for u in [*known, int(users[id_column].max()) + 1]], dtype=np.int64)
     top_k = min(serving.default_top_k, serving.max_top_k, serving.num_candidates)
-    return {"user_id": ids, "top_k": np.full((len(ids), 1), top_k, dtype=np.int32)}
+    return {REQUEST_USER_ID: ids, "top_k": np.full((len(ids), 1), top_k, dtype=np.int32)}
 
 
 def _answer_problems(
@@ -773,7 +627,7 @@ def smoke_query(
     Stage by stage (each named with its version) before the switch, because the ensemble
     can only pin one version; through the ensemble (no version named) after it.
     """
-    interfaces = stage_interfaces(*version_specs(repository, version), serving)
+    interfaces = version_interfaces(repository, version, serving)
     tensors = _smoke_inputs(repository, version, serving)
     top_k = int(tensors["top_k"][0, 0])
     with np.load(repository / "reorder" / str(version) / CATALOG_FILE) as catalog:
@@ -793,7 +647,7 @@ def smoke_query(
     problems = _answer_problems(tensors, version, top_k, catalog_ids)
     if problems:
         where = "the ensemble" if through_ensemble else "the stages"
-        raise _refused(version, f"the smoke query through {where} answered wrongly", problems)
+        raise refused(version, f"the smoke query through {where} answered wrongly", problems)
 
 
 def _load_all(admin: TritonAdmin, repository: Path, configs: dict[str, mc.ModelConfig]) -> None:
@@ -829,7 +683,7 @@ def _switch(
     serving: ServingSettings,
     log: Log,
 ) -> None:
-    interfaces = stage_interfaces(*version_specs(repository, candidate), serving)
+    interfaces = version_interfaces(repository, candidate, serving)
     switched = False
     try:
         log(f"loading version {candidate} of every stage beside version {current} ...")
@@ -863,7 +717,7 @@ def _narrow(
             log(f"the version {old} ensemble is still draining; unloading its stages anyway")
     listed = ", ".join(map(str, olds))
     log(f"unloading version {listed} of the stages ...")
-    interfaces = stage_interfaces(*version_specs(repository, version), serving)
+    interfaces = version_interfaces(repository, version, serving)
     try:
         _load_all(admin, repository, stage_configs(interfaces, serving, [version]))
     except (VersionError, InferenceServerException, OSError) as exc:
@@ -878,7 +732,7 @@ def _restore(
 ) -> None:
     """Back to `current` alone. The ensemble first, while its stages still have both
     versions; stages first would pull the candidate from under an ensemble pinned to it."""
-    interfaces = stage_interfaces(*version_specs(repository, current), serving)
+    interfaces = version_interfaces(repository, current, serving)
     try:
         if ensemble_too:
             ensemble = build_ensemble_config(interfaces, serving, current)
@@ -912,9 +766,19 @@ def _promote_locked(
     try:
         log(f"checking version {version}: files against its manifest, parts against each other")
         candidate = check_version(repository, version, serving)
+        problems = differences(
+            version_schema(repository, current), version_schema(repository, version)
+        )
+        if problems:
+            raise refused(
+                version,
+                f"its feature schema differs from version {current}'s (a new request contract: "
+                "deploy it as a new repository and switch traffic instead)",
+                problems,
+            )
         problems = side_by_side_problems(repository, current, version, serving)
         if problems:
-            raise _refused(
+            raise refused(
                 version,
                 f"its tensors differ from version {current}'s, so the two cannot load side by "
                 "side under one config (deploy it with a restart instead)",
@@ -925,7 +789,7 @@ def _promote_locked(
             for line in lines:
                 log(f"  {line}")
             if problems:
-                raise _refused(version, "the offline metrics gate failed", problems)
+                raise refused(version, "the offline metrics gate failed", problems)
         _switch(repository, admin, current, version, serving, log)
     except VersionError as exc:
         _record(repository, "refused", version, serving=current, attempted=action, reason=str(exc))

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from recsys.build import build_artifacts
-from recsys.datagen import SplitData, read_raw, split
-from recsys.pipeline import InProcessRecommender
+from datagen import SplitData, read_canonical, split
+from pipeline.build import build_artifacts
+from recsys.schema import FeatureSchema, load_schema
 from recsys.settings import Settings, load_settings
 from serving.launcher import TritonServer
 from serving.repository import build_model_repository
+from serving.stages.chain import InProcessRecommender
 
 
 def free_port() -> int:
@@ -34,6 +35,7 @@ class TrainedSet:
     repository: Path
     metrics: dict[str, float | int]
     data: SplitData
+    schema: FeatureSchema
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +55,9 @@ def trained(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     artifacts, repository = root / "artifacts", root / "model_repository"
     metrics = build_artifacts(test_settings, artifacts)
     build_model_repository(artifacts, repository, test_settings.serving, version=1)
-    data = split(read_raw(artifacts / "data"), test_settings.data.validation_fraction)
-    return TrainedSet(test_settings, artifacts, repository, metrics, data)
+    schema = load_schema(test_settings.feature_schema)
+    data = split(read_canonical(schema, artifacts / "data"), test_settings.data.validation_fraction)
+    return TrainedSet(test_settings, artifacts, repository, metrics, data, schema)
 
 
 @pytest.fixture(scope="session")

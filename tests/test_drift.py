@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from monitoring.drift import compare, counts_from_log, psi
-from monitoring.profile import PROFILE_FILE, ReferenceProfile, categorical_profile
+from monitoring.profile import ReferenceProfile, categorical_profile
+from recsys.contract import PROFILE_FILE
 from recsys.settings import MonitoringSettings
 from tests.conftest import TrainedSet
 

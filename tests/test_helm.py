@@ -38,13 +38,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from recsys.settings import (
-    DEFAULT_CONFIG_PATH,
-    ENSEMBLE_NAME,
-    MODEL_LOAD_ORDER,
-    Settings,
-    load_settings,
-)
+from recsys.contract import ENSEMBLE_NAME, MODEL_LOAD_ORDER
+from recsys.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 from serving.server_args import build_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -728,12 +723,13 @@ def test_alert_expressions(tmp_path: Path) -> None:
     bins = [f"[{i / 10:.1f},{(i + 1) / 10:.1f})" for i in range(10)] + ["__missing__"]
     assert [b for b in bins if re.fullmatch(low, b)] == bins[:5]
     feature = alerts["RecsysFeatureDrift"]["expr"]
-    assert 'feature=~"device",bin="__other__"' in feature
+    # By default every feature the model set monitors (its schema decides), none named here.
+    assert 'model="user_features",bin="__other__"' in feature and "feature=~" not in feature
     assert "by (namespace, job, version, feature)" in feature
     no_feature_drift = tmp_path / "no-feature-drift.yaml"
     no_feature_drift.write_text(
         yaml.safe_dump(
-            {"metrics": {"prometheusRule": {"enabled": True, "featureDrift": {"features": []}}}}
+            {"metrics": {"prometheusRule": {"enabled": True, "featureDrift": {"enabled": False}}}}
         )
     )
     assert set(alert_rules(render(no_feature_drift))) == ALERTS - {"RecsysFeatureDrift"}
@@ -842,11 +838,14 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
         _series("recsys_score_bin_total", "0+500x150", **ro1, bin="__missing__"),
         _series("recsys_score_bin_total", "0+10x150", **ro2, bin="[0.4,0.5)"),
         _series("recsys_score_bin_total", "0+90x150", **ro2, bin="[0.5,0.6)"),
-        # unseen devices: 20% in version 1; country (not watched) 50%
+        # unseen devices: 20% in version 1, unseen countries 50%: every monitored feature is
+        # watched by default (the model set's schema says which are counted); age 5%: quiet
         _series("recsys_feature_bin_total", "0+20x150", **uf1, feature="device", bin="__other__"),
         _series("recsys_feature_bin_total", "0+80x150", **uf1, feature="device", bin="mobile"),
         _series("recsys_feature_bin_total", "0+50x150", **uf1, feature="country", bin="__other__"),
         _series("recsys_feature_bin_total", "0+50x150", **uf1, feature="country", bin="US"),
+        _series("recsys_feature_bin_total", "0+5x150", **uf1, feature="age", bin="__other__"),
+        _series("recsys_feature_bin_total", "0+95x150", **uf1, feature="age", bin="q1"),
     ]
     warning = {"severity": "warning"}
     fired = {
@@ -855,7 +854,13 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
         "RecsysHighQueueTime": (15, [{**warning, **job}]),
         "RecsysHighOOVRate": (50, [{**warning, **job, "version": "1"}]),
         "RecsysScoreDrift": (130, [{**warning, **job, "version": "1"}]),
-        "RecsysFeatureDrift": (130, [{**warning, **job, "version": "1", "feature": "device"}]),
+        "RecsysFeatureDrift": (
+            130,
+            [
+                {**warning, **job, "version": "1", "feature": "country"},
+                {**warning, **job, "version": "1", "feature": "device"},
+            ],
+        ),
     }
     cases = []
     for name, (minutes, labels) in fired.items():

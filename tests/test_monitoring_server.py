@@ -12,7 +12,8 @@ import pytest
 
 from client.recommender_client import RecommendationRequest, RecommenderClient
 from monitoring.drift import compare, parse_metrics, subtract
-from monitoring.profile import PROFILE_FILE, ReferenceProfile
+from monitoring.profile import ReferenceProfile
+from recsys.contract import PROFILE_FILE
 from serving.launcher import TritonServer
 from tests.conftest import TrainedSet
 

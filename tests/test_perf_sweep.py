@@ -16,8 +16,8 @@ import requests
 from client.recommender_client import RecommenderClient
 from perf_analyzer.loadgen import baseline_body, drive, triton_infer_body
 from perf_analyzer.report import composing_breakdown, perf_table, wait_http
-from perf_analyzer.sweep import build_input_data, run_sweep
-from recsys.settings import STAGE_MODEL_NAMES
+from perf_analyzer.sweep import build_input_data, held_out_users, run_sweep, sent_feature
+from recsys.contract import STAGE_MODEL_NAMES
 from serving.launcher import TritonServer
 from tests.conftest import TrainedSet, free_port
 
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def input_data(trained: TrainedSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    loaded = held_out_users(trained.artifacts, 50)
     held_out = trained.data.valid["user_id"].drop_duplicates().head(50).to_numpy()
-    items = trained.data.items["item_id"].to_numpy()
-    data = build_input_data(trained.data.users, held_out, items, top_k=10, max_exclude=20)
+    data = build_input_data(loaded, held_out, top_k=10, max_exclude=20)
     path = tmp_path_factory.mktemp("perf") / "input.json"
     path.write_text(json.dumps(data))
     return path
@@ -41,6 +41,10 @@ def test_input_data_uses_held_out_users_and_varied_exclude_lists(
     lengths = {len(e["exclude_item_ids"]["content"]) for e in entries}
     assert len(lengths) > 1
     assert {e["user_id"][0] for e in entries} <= set(trained.data.valid["user_id"])
+    # The load sends one override, chosen from the schema: its first overridable category.
+    feature = sent_feature(trained.schema)
+    assert feature == next(n for n, f in trained.schema.user_overrides() if f.kind != "continuous")
+    assert all(feature in e for e in entries)
 
 
 def test_quick_sweep_writes_csv_and_composing_breakdown(
@@ -99,7 +103,7 @@ def test_fastapi_baseline_serves_the_same_recommendations(
                                        timeout=30).json()  # fmt: skip
                 served = client.recommend(
                     body["user_id"], body["top_k"], body["exclude_item_ids"],
-                    {"country": body["country"]} if "country" in body else None,
+                    body.get("features"),
                 )  # fmt: skip
                 assert answer["item_ids"] == served.item_ids
         result = drive("fastapi", f"http://127.0.0.1:{port}/recommend", entries, baseline_body,

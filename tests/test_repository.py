@@ -3,7 +3,7 @@
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES
+from recsys.contract import ENSEMBLE_NAME, STAGE_MODEL_NAMES
 from serving.repository import (
     build_model_repository,
     build_stage_config,
@@ -41,7 +41,7 @@ def test_ensemble_chains_the_stages_in_order_pinned_to_the_version(trained: Trai
 def test_ranking_config_can_target_the_libtorch_backend(trained: TrainedSet) -> None:
     user_spec, item_spec = load_specs(trained.artifacts)
     serving = trained.settings.serving
-    interface = stage_interfaces(user_spec, item_spec, serving)["ranking"]
+    interface = stage_interfaces(trained.schema, user_spec, item_spec, serving)["ranking"]
     config = build_stage_config("ranking", interface, serving, backend="pytorch_libtorch")
     assert config.platform == "pytorch_libtorch" and not config.backend
     assert config.default_model_filename == "model.pt"

@@ -15,11 +15,11 @@ from client.recommender_client import (
     RecommenderClient,
     RecommenderClientError,
 )
-from recsys.pipeline import InProcessRecommender
-from recsys.settings import MODEL_LOAD_ORDER
+from recsys.contract import MODEL_LOAD_ORDER
 from serving.launcher import TritonServer
+from serving.stages.chain import InProcessRecommender
 from tests.conftest import TrainedSet
-from workflows.features import FittedWorkflows, stack_features, transform_dataset
+from workflows.fitted import FittedWorkflows, stack_features, transform_dataset
 
 pytestmark = pytest.mark.server
 TOP_K = 10

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.settings import MODEL_LOAD_ORDER, SettingsError, load_settings
+from recsys.contract import MODEL_LOAD_ORDER
+from recsys.settings import SettingsError, load_settings
 from serving.server_args import build_server_args
 
 

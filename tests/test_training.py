@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.contract import METRICS_FILE
 from tests.conftest import TrainedSet
 from training.metrics import log_loss, recall_at_k, roc_auc
-from training.train import METRICS_FILE
 
 # Margins over the popularity baseline the default data set must clear. Measured values
 # on the default config: recall@50 0.43 vs 0.34, AUC 0.74 vs 0.63.

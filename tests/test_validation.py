@@ -120,7 +120,7 @@ CASES = [
     Case(
         "over-long string",
         with_input("zipcode", np.array([[b"9" * 10_000]], np.object_), "BYTES"),
-        ("input 'zipcode' is 10000 bytes long; at most 256",),
+        ("input 'zipcode' is 10000 bytes long; at most 16",),
     ),
     Case(
         "unknown input",

@@ -20,14 +20,15 @@ from types import TracebackType
 import pytest
 
 from client.recommender_client import Protocol, RecommenderClient
-from recsys.build import build_artifacts
-from recsys.settings import ENSEMBLE_NAME, STAGE_MODEL_NAMES, Settings
+from pipeline.build import build_artifacts
+from recsys.contract import ENSEMBLE_NAME, SCHEMA_FILE, STAGE_MODEL_NAMES
+from recsys.settings import Settings
 from serving import versions, versions_cli
 from serving.launcher import TritonServer
 from serving.repository import read_config, write_model_set
 from serving.versions import TritonAdmin, VersionError
 from tests.conftest import TrainedSet, free_port
-from workflows.features import fit_workflows
+from workflows.fitted import fit_workflows
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,11 @@ def test_broken_candidates_are_refused_before_the_server_sees_them(
         mismatched = tmp_path / "mismatched"
         shutil.copytree(v2_artifacts, mismatched, ignore=shutil.ignore_patterns("data"))
         shutil.rmtree(mismatched / "workflows")
-        other = settings.workflows.model_copy(update={"hash_buckets_zipcode": 1024})
+        zipcode = trained.schema.users.features["zipcode"].model_copy(update={"buckets": 1024})
+        users = trained.schema.users.model_copy(
+            update={"features": {**trained.schema.users.features, "zipcode": zipcode}}
+        )
+        other = trained.schema.model_copy(update={"users": users})
         fit_workflows(trained.data, other, tmp_path / "stats").save(mismatched / "workflows")
         before = versions.version_numbers(repo)
         with pytest.raises(VersionError, match="trained on a different workflow"):
@@ -203,6 +208,20 @@ def test_broken_candidates_are_refused_before_the_server_sees_them(
         versions.write_manifest(repo, unchecked, mismatched, settings)
         with pytest.raises(VersionError, match="do not fit together"):
             versions.promote(repo, unchecked, admin, settings.serving, log=quiet)
+
+        # A model set built on another feature schema is another request contract.
+        other_schema = tmp_path / "other_schema"
+        shutil.copytree(v2_artifacts, other_schema, ignore=shutil.ignore_patterns("data"))
+        schema_file = other_schema / SCHEMA_FILE
+        changed = json.loads(schema_file.read_text())
+        changed["users"]["features"]["country"]["max_length"] = 12
+        del changed["users"]["features"]["device"]
+        schema_file.write_text(json.dumps(changed))
+        renamed = versions.publish(other_schema, repo, settings, log=quiet)
+        with pytest.raises(VersionError, match="feature schema differs") as refusal:
+            versions.promote(repo, renamed, admin, settings.serving, log=quiet)
+        assert "feature 'country' differs in max_length" in str(refusal.value)
+        assert "feature 'device' is gone" in str(refusal.value)
 
         # Offline metrics clearly worse than the serving version's.
         worse = tmp_path / "worse"
@@ -222,7 +241,7 @@ def test_broken_candidates_are_refused_before_the_server_sees_them(
     assert sorted(versions.live_versions(admin)) == [1]
     assert versions.serving_version(repo) == 1 and stage_policies(repo) == {(1,)}
     refused = [e["version"] for e in versions.history(repo) if e["action"] == "refused"]
-    assert refused == [corrupt, unchecked, gated]
+    assert refused == [corrupt, unchecked, renamed, gated]
 
 
 def test_a_candidate_that_fails_to_load_is_unloaded_and_v1_keeps_serving(

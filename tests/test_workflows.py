@@ -4,24 +4,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.datagen import SplitData, generate, split
-from recsys.settings import DataSettings, WorkflowSettings
-from workflows.features import (
-    NULL_INDEX,
-    OOV_INDEX,
+from datagen import SplitData, generate, split
+from recsys.contract import NULL_INDEX, OOV_INDEX
+from recsys.schema import load_schema
+from recsys.settings import DataSettings
+from workflows.fitted import (
     FittedWorkflows,
     fit_workflows,
+    spec_from_workflow,
+    stack_features,
     transform,
     transform_dataset,
 )
 
-DATA = split(generate(DataSettings(num_users=300, num_items=150, impressions_per_user=10)), 0.2)
-SETTINGS = WorkflowSettings()
+SCHEMA = load_schema("synthetic")
+DATA = split(
+    generate(SCHEMA, DataSettings(num_users=300, num_items=150, impressions_per_user=10)), 0.2
+)
+MOVIELENS = load_schema("movielens")
+MOVIELENS_DATA = split(
+    generate(MOVIELENS, DataSettings(num_users=200, num_items=120, impressions_per_user=10)), 0.2
+)
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> FittedWorkflows:
-    return fit_workflows(DATA, SETTINGS, tmp_path_factory.mktemp("stats"))
+    return fit_workflows(DATA, SCHEMA, tmp_path_factory.mktemp("stats"))
 
 
 def test_workflows_fit_on_training_rows_only(tmp_path: Path) -> None:
@@ -29,7 +37,7 @@ def test_workflows_fit_on_training_rows_only(tmp_path: Path) -> None:
     train_only = SplitData(
         DATA.users, DATA.items, DATA.train[~DATA.train["user_id"].isin(held_out)], DATA.valid
     )
-    fitted = fit_workflows(train_only, SETTINGS, tmp_path)
+    fitted = fit_workflows(train_only, SCHEMA, tmp_path)
     out = transform(fitted.user, DATA.users.head(10))
     assert (out["user_id"].iloc[:5] == OOV_INDEX).all()  # not in training: out of vocabulary
     assert (out["user_id"].iloc[5:] > OOV_INDEX).all()
@@ -42,7 +50,7 @@ def test_nulls_and_unknown_values_get_reserved_indices(fitted: FittedWorkflows) 
             "age": [np.nan],
             "country": [None],
             "device": ["toaster"],
-            "zipcode": ["00001"],
+            "zipcode": ["zipcode_00001"],
         }
     )
     both = pd.concat([DATA.users.head(1), frame], ignore_index=True)
@@ -51,19 +59,22 @@ def test_nulls_and_unknown_values_get_reserved_indices(fitted: FittedWorkflows) 
     assert out["country"] == NULL_INDEX
     assert out["device"] == OOV_INDEX
     assert out["age"] == 0.0  # missing age: the training mean, normalised
-    assert 0 <= out["zipcode"] < SETTINGS.hash_buckets_zipcode
+    assert 0 <= out["zipcode"] < SCHEMA.users.features["zipcode"].buckets
 
 
 def test_rare_brands_are_frequency_capped(tmp_path: Path) -> None:
     threshold = 40
-    capped = fit_workflows(DATA, WorkflowSettings(brand_freq_threshold=threshold), tmp_path)
+    brand = SCHEMA.items.features["brand"].model_copy(update={"min_frequency": threshold})
+    items = SCHEMA.items.model_copy(update={"features": {**SCHEMA.items.features, "brand": brand}})
+    capped = fit_workflows(DATA, SCHEMA.model_copy(update={"items": items}), tmp_path)
     out = transform(capped.item, DATA.items)["brand"].to_numpy()
     brand_of_item = DATA.items.set_index("item_id")["brand"]
     counts = DATA.train["item_id"].map(brand_of_item).value_counts()
     counts = DATA.items["brand"].map(counts).fillna(0).to_numpy()
+    missing = DATA.items["brand"].isna().to_numpy()
     assert (counts < threshold).any() and (counts >= threshold).any()
-    assert (out[counts < threshold] == OOV_INDEX).all()
-    assert (out[counts >= threshold] > OOV_INDEX).all()
+    assert (out[(counts < threshold) & ~missing] == OOV_INDEX).all()
+    assert (out[(counts >= threshold) & ~missing] > OOV_INDEX).all()
 
 
 def test_saved_workflows_load_unchanged(fitted: FittedWorkflows, tmp_path: Path) -> None:
@@ -89,7 +100,7 @@ def test_dask_cluster_fit_and_transform_match_single_process(
         ) as cluster,
         Client(cluster) as client,
     ):
-        distributed = fit_workflows(DATA, SETTINGS, tmp_path, client=client, npartitions=2)
+        distributed = fit_workflows(DATA, SCHEMA, tmp_path, client=client, npartitions=2)
         for single, dist, frame in (
             (fitted.user, distributed.user, DATA.users),
             (fitted.item, distributed.item, DATA.items),
@@ -111,3 +122,32 @@ def test_hashed_zipcode_depends_on_the_value_not_the_row_position(
     reversed_order = transform(fitted.user, users.iloc[::-1].reset_index(drop=True))
     assert together == alone
     assert reversed_order["zipcode"].tolist()[::-1] == together
+
+
+def test_every_feature_kind_gets_its_chain_and_tags(tmp_path: Path) -> None:
+    """MovieLens: categorical, hashed, continuous (users) and multi-hot genres (items)."""
+    fitted = fit_workflows(MOVIELENS_DATA, MOVIELENS, tmp_path)
+    user, item = spec_from_workflow(fitted.user), spec_from_workflow(fitted.item)
+    assert user.categorical == ("user_id", "gender", "occupation", "zip_code")
+    assert user.continuous == ("age",)
+    # HashBucket declares its domain as 0..buckets inclusive: one spare embedding row.
+    assert user.cardinalities[3] == MOVIELENS.users.features["zip_code"].buckets + 1
+    assert item.categorical == ("item_id", "genres")
+    assert item.widths == (1, MOVIELENS.items.features["genres"].max_tokens)
+    assert item.continuous == ("year",)
+    categorical, _ = stack_features(transform(fitted.item, MOVIELENS_DATA.items), item)
+    tokens = categorical[:, 1:]
+    lengths = MOVIELENS_DATA.items["genres"].map(len).clip(upper=item.widths[1]).to_numpy()
+    assert ((tokens > 0).sum(axis=1) == lengths).all()  # padded with 0 after the tokens
+    assert (tokens[tokens > 0] > OOV_INDEX).all()
+
+
+def test_a_multi_hot_list_longer_than_max_tokens_is_truncated(tmp_path: Path) -> None:
+    fitted = fit_workflows(MOVIELENS_DATA, MOVIELENS, tmp_path)
+    spec = spec_from_workflow(fitted.item)
+    known = MOVIELENS_DATA.items["genres"].explode().dropna().unique().tolist()
+    row = MOVIELENS_DATA.items.head(1).copy()
+    row.at[row.index[0], "genres"] = (known * 4)[:20]
+    categorical, _ = stack_features(transform(fitted.item, row), spec)
+    assert categorical.shape == (1, 1 + spec.widths[1])
+    assert (categorical[0, 1:] > OOV_INDEX).all()

@@ -24,25 +24,48 @@ def mlp(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
 
 
 class CategoricalEmbeddings(nn.Module):
-    """One embedding table per categorical column: [N, n_columns] -> [N, n_columns, dim]."""
+    """One table per categorical feature: [N, sum(widths)] -> [N, F, D].
 
-    def __init__(self, cardinalities: list[int], dim: int) -> None:
+    A feature of width 1 is one index; a wider (multi-hot) feature is `width` token indices
+    padded with 0, pooled to the mean of its non-padding tokens (zeros if it has none).
+    """
+
+    def __init__(self, cardinalities: list[int], dim: int, widths: list[int] | None = None):
         super().__init__()
+        widths = widths or [1] * len(cardinalities)
         self.tables = nn.ModuleList(nn.Embedding(c, dim) for c in cardinalities)
         for table in self.tables:
             nn.init.normal_(table.weight, std=0.05)
+        self.widths: list[int] = list(widths)
+        self.offsets: list[int] = [sum(widths[:i]) for i in range(len(widths))]
 
     def forward(self, categorical: torch.Tensor) -> torch.Tensor:
-        columns = [table(categorical[:, i]) for i, table in enumerate(self.tables)]
+        columns: list[torch.Tensor] = []
+        for i, table in enumerate(self.tables):
+            start, width = self.offsets[i], self.widths[i]
+            if width == 1:
+                columns.append(table(categorical[:, start]))
+            else:
+                tokens = categorical[:, start : start + width]  # [N, W]
+                mask = (tokens > 0).to(torch.float32).unsqueeze(2)  # [N, W, 1]
+                summed = (table(tokens) * mask).sum(dim=1)  # [N, D]
+                columns.append(summed / mask.sum(dim=1).clamp(min=1.0))
         return torch.stack(columns, dim=1)
 
 
 class Tower(nn.Module):
-    """Embeddings + continuous features -> MLP -> L2-normalised vector."""
+    """Embeddings + continuous features -> MLP -> L2-normalised vector [N, out_dim]."""
 
-    def __init__(self, cardinalities: list[int], n_continuous: int, emb_dim: int, out_dim: int):
+    def __init__(
+        self,
+        cardinalities: list[int],
+        n_continuous: int,
+        emb_dim: int,
+        out_dim: int,
+        widths: list[int] | None = None,
+    ):
         super().__init__()
-        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim)
+        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim, widths)
         width = len(cardinalities) * emb_dim + n_continuous
         self.mlp = mlp([width, 2 * out_dim, out_dim], final_activation=False)
 
@@ -64,10 +87,16 @@ class TwoTower(nn.Module):
         emb_dim: int,
         out_dim: int,
         temperature: float = 0.1,
+        user_widths: list[int] | None = None,
+        item_widths: list[int] | None = None,
     ) -> None:
         super().__init__()
-        self.query_tower = Tower(user_cardinalities, n_user_continuous, emb_dim, out_dim)
-        self.item_tower = Tower(item_cardinalities, n_item_continuous, emb_dim, out_dim)
+        self.query_tower = Tower(
+            user_cardinalities, n_user_continuous, emb_dim, out_dim, user_widths
+        )
+        self.item_tower = Tower(
+            item_cardinalities, n_item_continuous, emb_dim, out_dim, item_widths
+        )
         self.temperature = temperature
 
     def in_batch_loss(
@@ -96,9 +125,15 @@ class TwoTower(nn.Module):
 class DLRM(nn.Module):
     """DLRM: sparse embeddings, bottom MLP, pairwise dot interaction, top MLP -> logit."""
 
-    def __init__(self, cardinalities: list[int], n_dense: int, emb_dim: int) -> None:
+    def __init__(
+        self,
+        cardinalities: list[int],
+        n_dense: int,
+        emb_dim: int,
+        widths: list[int] | None = None,
+    ) -> None:
         super().__init__()
-        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim)
+        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim, widths)
         self.bottom_mlp = mlp([n_dense, 32, emb_dim])
         n_vectors = len(cardinalities) + 1
         n_pairs = n_vectors * (n_vectors - 1) // 2

@@ -21,13 +21,15 @@ import pandas as pd
 from merlin.dag import ColumnSelector
 from nvtabular import ops
 
-from workflows.features import NULL_INDEX, OOV_INDEX, FeatureSpec
+from recsys.contract import NULL_INDEX, OOV_INDEX, FeatureSpec
+from workflows.fitted import pad_lists
 from workflows.ops import PositionIndependentHashBucket
 
 ColumnFn = Callable[[np.ndarray], np.ndarray]
 # Operators that only add schema tags or route columns: no effect on values.
 PASSTHROUGH = (ops.AddTags, ops.TagAsUserFeatures, ops.TagAsUserID, ops.TagAsItemFeatures,
                ops.TagAsItemID)  # fmt: skip
+# ListSlice(0, n) truncates a list column: `pad_lists` does it when the tokens are stacked.
 
 
 class UnsupportedOperatorError(TypeError):
@@ -69,6 +71,10 @@ def _hash_bucket(op: PositionIndependentHashBucket, column: str) -> ColumnFn:
 def _column_function(op: Any, column: str) -> ColumnFn | None:
     """The numpy equivalent of `op` on one column (None: no effect on values)."""
     if isinstance(op, PASSTHROUGH) or type(op).__name__ in ("SelectionOp", "ConcatColumns"):
+        return None
+    if isinstance(op, ops.ListSlice):
+        if op.start != 0:
+            raise UnsupportedOperatorError(f"ListSlice must start at 0 (column {column!r})")
         return None
     if isinstance(op, ops.Categorify):
         return _categorify(op.categories[column], column)
@@ -126,21 +132,35 @@ class CompiledWorkflow:
         return cls(spec, functions)
 
     def transform(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Raw input columns -> (categorical int64 [N, n_cat], continuous float32 [N, n_cont])."""
+        """Raw input columns -> (categorical int64 [N, width], continuous float32 [N, n_cont]).
 
-        def apply(name: str) -> np.ndarray:
-            values = columns[name]
+        A multi-hot column arrives as an object array of token lists: its tokens are
+        encoded flat, then truncated and padded to the column's width.
+        """
+
+        def apply(name: str, values: np.ndarray) -> np.ndarray:
             for function in self.functions[name]:
                 values = function(values)
             return values
 
         n = len(next(iter(columns.values())))
-        categorical = np.empty((n, len(self.spec.categorical)), dtype=np.int64)
+        categorical = np.empty((n, self.spec.categorical_width), dtype=np.int64)
+        offsets = self.spec.offsets()
+        for name, width, start in zip(self.spec.categorical, self.spec.widths, offsets,
+                                      strict=True):  # fmt: skip
+            if width == 1:
+                categorical[:, start] = apply(name, columns[name])
+                continue
+            lists = columns[name]
+            lengths = np.fromiter((len(row) for row in lists), dtype=np.int64, count=n)
+            flat = np.empty(int(lengths.sum()), dtype=object)
+            flat[:] = [token for row in lists for token in row]
+            codes = apply(name, flat) if len(flat) else np.empty(0, dtype=np.int64)
+            rows = np.split(codes, np.cumsum(lengths)[:-1]) if n else []
+            categorical[:, start : start + width] = pad_lists(rows, width)
         continuous = np.empty((n, len(self.spec.continuous)), dtype=np.float32)
-        for i, name in enumerate(self.spec.categorical):
-            categorical[:, i] = apply(name)
         for i, name in enumerate(self.spec.continuous):
-            continuous[:, i] = apply(name)
+            continuous[:, i] = apply(name, columns[name])
         return categorical, continuous
 
 

@@ -1,7 +1,8 @@
 """Triton model `user_features`: user id (+ optional raw features) -> user feature tensors.
 
 Looks the user's raw features up in the table shipped with this version (the feature
-store stand-in), lets the request override any of them, and applies the saved NVTabular
+store stand-in), lets the request override the features the schema marks overridable
+(typed and bounded by the schema, serving/overrides.py), and applies the saved NVTabular
 user workflow unchanged. Unknown users (any id not in the table, negative ones included)
 are served: their ids map to the workflow's out-of-vocabulary index and missing features
 to its null index.
@@ -16,15 +17,11 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from monitoring.live_metrics import LiveMetrics, load_profile, observe_user_features
+from recsys.contract import REQUEST_USER_ID
 from serving import triton_io
-from serving.stages import RAW_USER_FEATURES, UserFeatureStage
+from serving.overrides import OverrideError, parse_override
+from serving.stages import UserFeatureStage
 from serving.triton_io import RequestError
-
-# Overrides outside these bounds are refused rather than fed to the models: a finite but
-# absurd age (1e30) would normalise to a huge value and come back as meaningless scores,
-# and a megabyte-long category string is a malformed request, not a category.
-AGE_RANGE = (0.0, 150.0)
-MAX_STRING_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -33,66 +30,44 @@ class UserRequest:
     overrides: dict[str, np.ndarray]  # raw feature name -> [B] values
 
 
-def _float_override(name: str, values: np.ndarray) -> np.ndarray:
-    triton_io.check_finite(name, values)
-    low, high = AGE_RANGE
-    if np.any((values < low) | (values > high)):
-        raise RequestError(f"input '{name}' must be between {low:g} and {high:g}")
-    return values.astype(np.float32)
-
-
-def _string_override(name: str, values: np.ndarray) -> np.ndarray:
-    decoded = []
-    for value in values:
-        raw = value if isinstance(value, bytes) else str(value).encode()
-        if len(raw) > MAX_STRING_BYTES:
-            raise RequestError(
-                f"input '{name}' is {len(raw)} bytes long; at most {MAX_STRING_BYTES} accepted"
-            )
-        try:
-            decoded.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise RequestError(f"input '{name}' is not valid UTF-8: {exc}") from exc
-    return np.array(decoded, dtype=object)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.name = args["model_name"]
         self.stage = triton_io.load_stage(args, UserFeatureStage)
+        self.overridable = dict(self.stage.schema.user_overrides())
+        self.id_name = REQUEST_USER_ID
         self.metrics = LiveMetrics(pb_utils, self.name, args["model_version"])
         self.profile = load_profile(triton_io.version_dir(args))
 
     def _parse(self, request: Any) -> UserRequest:
-        ids = triton_io.required_input(request, "user_id").reshape(-1).astype(np.int64)
+        ids = triton_io.required_input(request, self.id_name).reshape(-1).astype(np.int64)
         overrides = {}
-        for name, dtype in RAW_USER_FEATURES.items():
+        for name, feature in self.overridable.items():
             values = triton_io.optional_input(request, name)
             if values is None:
                 continue
             if values.shape[0] != len(ids):
                 raise RequestError(
-                    f"input '{name}' has batch size {values.shape[0]}, user_id has {len(ids)}"
+                    f"input '{name}' has batch size {values.shape[0]}, {self.id_name} has "
+                    f"{len(ids)}"
                 )
-            values = values.reshape(len(ids))
-            overrides[name] = (
-                _float_override(name, values)
-                if dtype == "float32"
-                else _string_override(name, values)
-            )
+            try:
+                overrides[name] = parse_override(name, feature, values)
+            except OverrideError as exc:
+                raise RequestError(str(exc)) from exc
         return UserRequest(ids, overrides)
 
     def _run(self, batch: list[UserRequest]) -> list[Any]:
         sizes = [len(item.user_ids) for item in batch]
-        raw = self.stage.raw_rows(np.concatenate([item.user_ids for item in batch]))
+        raw = self.stage.raw_columns(np.concatenate([item.user_ids for item in batch]))
         start = 0
         for size, item in zip(sizes, batch, strict=True):
             for name, values in item.overrides.items():
-                raw.loc[start : start + size - 1, name] = values
+                raw[name][start : start + size] = values
             start += size
         categorical, continuous = self.stage.transform(raw)
-        observe_user_features(self.metrics, self.profile, raw, categorical,
-                              self.stage.spec.categorical)  # fmt: skip
+        observe_user_features(self.metrics, self.profile, raw, categorical, self.stage.spec,
+                              self.stage.schema)  # fmt: skip
         outputs = {
             "user_categorical": triton_io.split(categorical, sizes),
             "user_continuous": triton_io.split(continuous, sizes),

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from recsys.settings import ServingSettings
-from serving.stages import (
-    ItemFeatureStage,
-    RankingStage,
-    Recommendation,
-    ReorderStage,
-    RetrievalStage,
-    UserFeatureStage,
-)
+from serving.overrides import parse_override
+from serving.stages.item_features import ItemFeatureStage
+from serving.stages.ranking import RankingStage
+from serving.stages.reorder import Recommendation, ReorderStage
+from serving.stages.retrieval import RetrievalStage
+from serving.stages.user_features import UserFeatureStage
 
 
 @dataclass
@@ -49,9 +47,10 @@ class InProcessRecommender:
         exclude_item_ids: list[np.ndarray] | None = None,
         overrides: dict[str, np.ndarray] | None = None,
     ) -> list[Recommendation]:
-        raw = self.user_features.raw_rows(np.asarray(user_ids, dtype=np.int64))
+        raw = self.user_features.raw_columns(np.asarray(user_ids, dtype=np.int64))
+        features = self.user_features.features
         for name, values in (overrides or {}).items():
-            raw[name] = values
+            raw[name] = parse_override(name, features[name], np.asarray(values))
         user_cat, user_cont = self.user_features.transform(raw)
         rows, _ = self.retrieval(user_cat, user_cont)
         item_cat, item_cont = self.item_features(rows)

@@ -1,10 +1,12 @@
 """Build everything the server needs, in order: data -> workflows -> models -> repository.
 
-    python -m recsys.build [--config FILE] [--data-dir DIR] [--artifacts DIR]
-                           [--repository DIR] [--version N] [--dask-scheduler ADDR]
+    python -m pipeline.build [--config FILE] [--schema NAME] [--data-dir DIR]
+                             [--artifacts DIR] [--repository DIR] [--version N]
+                             [--dask-scheduler ADDR]
 
-Without --data-dir the seeded synthetic generator writes the default data set; with it,
-the same pipeline runs on real data in the documented format (recsys/datagen.py).
+The feature schema (config/schemas/<name>.yaml) says what the data is. Without
+--data-dir the planted-structure generator makes data for that schema; with it, the data
+directory is read in the layout the schema declares (e.g. an unzipped MovieLens release).
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys.datagen import generate, read_raw, split, write_raw
-from recsys.settings import PROJECT_ROOT, Settings, load_settings
+from datagen import DataFormatError, generate, read_data, split, write_canonical
+from recsys.contract import METRICS_FILE, SCHEMA_FILE
+from recsys.schema import FeatureSchema, SchemaError, load_schema
+from recsys.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 from serving.repository import build_model_repository
-from training.train import METRICS_FILE, train_and_export
-from workflows.features import fit_workflows
+from training.export import train_and_export
+from workflows.fitted import fit_workflows
 
 DEFAULT_ARTIFACTS = PROJECT_ROOT / "artifacts"
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -42,16 +47,21 @@ def build_artifacts(
     dask_scheduler: str | None = None,
 ) -> dict[str, float | int]:
     """Data, fitted workflows and trained models under `artifacts`; returns the metrics."""
+    schema = load_schema(settings.feature_schema)
     raw_dir = artifacts / "data"
     if data_dir is None:
         with step(
-            f"generating synthetic data ({settings.data.num_users} users, "
-            f"{settings.data.num_items} items)"
+            f"generating synthetic data for schema {schema.name!r} "
+            f"({settings.data.num_users} users, {settings.data.num_items} items)"
         ):
-            write_raw(generate(settings.data), raw_dir)
-        data_dir = raw_dir
-    with step(f"reading {data_dir} and splitting by time"):
-        data = split(read_raw(data_dir), settings.data.validation_fraction)
+            raw = generate(schema, settings.data)
+    else:
+        with step(f"reading {data_dir} as schema {schema.name!r}"):
+            raw = read_data(schema, data_dir)
+    write_canonical(raw, raw_dir)
+    (artifacts / SCHEMA_FILE).write_text(schema.to_json())
+    with step("splitting by time"):
+        data = split(raw, settings.data.validation_fraction)
         print(f"    {len(data.train)} training and {len(data.valid)} validation interactions")
     workflows_dir = artifacts / "workflows"
     with step("fitting NVTabular workflows on the training split"):
@@ -62,16 +72,18 @@ def build_artifacts(
             client = Client(dask_scheduler)
         if workflows_dir.exists():
             shutil.rmtree(workflows_dir)
-        fitted = fit_workflows(
-            data, settings.workflows, artifacts / "workflow_stats", client=client
-        )
+        fitted = fit_workflows(data, schema, artifacts / "workflow_stats", client=client)
         fitted.save(workflows_dir)
     with step("training two-tower retrieval and DLRM ranking"):
         metrics = train_and_export(
-            data, fitted, settings.training, artifacts / "models",
+            data, schema, fitted, settings.training, artifacts / "models",
             settings.serving.num_candidates, settings.serving.default_top_k,
         )  # fmt: skip
     return metrics
+
+
+def artifacts_schema(artifacts: Path) -> FeatureSchema:
+    return FeatureSchema.from_json((artifacts / SCHEMA_FILE).read_text())
 
 
 def format_metrics(metrics: dict[str, float | int]) -> str:
@@ -93,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--schema", default=None, help="feature schema name or path")
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="real data in the documented format"
+        "--data-dir", type=Path, default=None, help="data in the layout the schema declares"
     )
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
@@ -102,7 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask-scheduler", default=None, help="fit workflows on this Dask cluster")
     parser.add_argument("--skip-training", action="store_true", help="reuse existing artefacts")
     args = parser.parse_args(argv)
-    settings = load_settings(args.config)
+    try:
+        return run(args)
+    except (SettingsError, SchemaError, DataFormatError) as exc:
+        # Refused before anything was written: nothing to clean up.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, args.schema)
+    load_schema(settings.feature_schema)  # a bad schema fails here, before any work
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise DataFormatError(f"--data-dir {args.data_dir} is not a directory")
     if args.skip_training:
         metrics = json.loads((args.artifacts / "models" / METRICS_FILE).read_text())
     else:

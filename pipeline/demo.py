@@ -1,6 +1,8 @@
-"""The main job end to end on the small default data set.
+"""The main job end to end: on the small synthetic default, or on your data.
 
-generate data -> fit workflows -> train both models -> build the model repository ->
+    python -m pipeline.demo [--schema NAME] [--data-dir DIR]     (make demo [SCHEMA= DATA_DIR=])
+
+data -> fit workflows -> train both models -> build the model repository ->
 start tritonserver -> query over gRPC and HTTP -> print recommendations -> stop.
 """
 
@@ -12,39 +14,61 @@ from pathlib import Path
 import pandas as pd
 
 from client.recommender_client import RecommendationRequest, RecommenderClient
-from recsys.build import (
+from datagen import read_canonical
+from pipeline.build import (
     DEFAULT_ARTIFACTS,
     DEFAULT_REPOSITORY,
+    artifacts_schema,
     build_artifacts,
     format_metrics,
     step,
 )
+from recsys.contract import TIMESTAMP
+from recsys.schema import FeatureSchema
 from recsys.settings import load_settings
 from serving.launcher import TritonServer
 from serving.repository import build_model_repository
 
 
+def _one_feature(schema: FeatureSchema, users: pd.DataFrame) -> dict[str, float | str | int]:
+    for name, feature in schema.user_overrides():
+        if feature.kind == "multi_hot":
+            continue
+        known = users[name].dropna()
+        if len(known):
+            value = known.mode().iloc[0]
+            return {name: value.item() if hasattr(value, "item") else value}
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--schema", default=None, help="feature schema name or path")
+    parser.add_argument("--data-dir", type=Path, default=None, help="your data (schema layout)")
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--users", type=int, default=3, help="how many users to show")
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, args.schema)
 
-    metrics = build_artifacts(settings, args.artifacts)
+    metrics = build_artifacts(settings, args.artifacts, args.data_dir)
     print("offline metrics on the validation split (model vs popularity baseline):")
     print(format_metrics(metrics))
     with step(f"writing model repository {args.repository}"):
         build_model_repository(args.artifacts, args.repository, settings.serving, version=1)
 
-    interactions = pd.read_parquet(args.artifacts / "data" / "interactions.parquet")
-    user_ids = interactions.sort_values("timestamp")["user_id"].drop_duplicates().tail(args.users)
-    requests = [RecommendationRequest(int(u), args.top_k) for u in user_ids]
-    # One unseen user: served through the workflow's out-of-vocabulary path.
-    requests.append(RecommendationRequest(1, args.top_k, features={"country": "country_03"}))
+    schema = artifacts_schema(args.artifacts)
+    data = read_canonical(schema, args.artifacts / "data")
+    latest = data.interactions.sort_values(TIMESTAMP)[schema.users.id].drop_duplicates()
+    requests = [RecommendationRequest(int(u), args.top_k) for u in latest.tail(args.users)]
+    # One unseen user: served through the workflow's out-of-vocabulary path, personalised
+    # by one feature the request sends (the first overridable one with a known value).
+    unseen = int(data.users[schema.users.id].max()) + 1
+    requests.append(
+        RecommendationRequest(unseen, args.top_k, features=_one_feature(schema, data.users))
+    )
 
     server = TritonServer(args.repository, settings.server, args.artifacts / "tritonserver.log")
     with step("starting tritonserver (explicit model control, loading 6 models)"):
@@ -64,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             over_http = http.recommend_batch([request])[0]
             same = over_grpc.item_ids == over_http.item_ids
             mismatches += not same
-            label = "unseen user" if request.user_id == 1 else "user"
+            label = "unseen user" if request.user_id == unseen else "user"
+            sent = f" with {request.features}" if request.features else ""
             print(
-                f"\n{label} {request.user_id}: top-{args.top_k} over gRPC "
+                f"\n{label} {request.user_id}{sent}: top-{args.top_k} over gRPC "
                 f"(model set v{over_grpc.model_version}); HTTP "
                 f"{'identical' if same else 'DIFFERENT'}"
             )

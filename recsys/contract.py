@@ -1,0 +1,162 @@
+"""Contracts between the pipeline's parts: artefact names, feature layouts, the catalog,
+the ensemble's stages and the request tensors derived from the feature schema.
+
+Bottom layer: imports only numpy and recsys.schema, so every package may import it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recsys.schema import Feature, FeatureSchema
+
+# ---------------------------------------------------------------- names
+
+ENSEMBLE_NAME = "recommender"
+# Composing models in the order they must be loaded; the ensemble comes last because
+# Triton refuses an ensemble whose steps are not loaded yet.
+STAGE_MODEL_NAMES: tuple[str, ...] = (
+    "user_features",
+    "retrieval",
+    "item_features",
+    "ranking",
+    "reorder",
+)
+MODEL_LOAD_ORDER: tuple[str, ...] = (*STAGE_MODEL_NAMES, ENSEMBLE_NAME)
+
+# The request input carrying the raw user id, whatever the schema calls its id column.
+REQUEST_USER_ID = "user_id"
+
+# Canonical interaction columns after reading (the user and item columns keep the
+# schema's id names): seconds or row order, and the 0/1 label after the schema's rule.
+TIMESTAMP = "timestamp"
+LABEL = "label"
+
+# Artefact files and directories.
+USER_WORKFLOW_DIR = "user_workflow"
+ITEM_WORKFLOW_DIR = "item_workflow"
+FEATURE_SPEC_FILE = "feature_spec.json"
+SCHEMA_FILE = "feature_schema.json"
+QUERY_TOWER_FILE = "query_tower.pt"
+RANKING_FILE = "ranking.pt"
+# The libtorch backend's default file name, so a production image can switch the ranking
+# model's config to `pytorch_libtorch` without moving files.
+RANKING_MODEL_FILE = "model.pt"
+ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
+ITEM_INDEX_FILE = "item_index.faiss"
+CATALOG_FILE = "catalog.npz"
+USER_TABLE_FILE = "users.parquet"
+METRICS_FILE = "metrics.json"
+PROFILE_FILE = "reference_profile.json"
+
+# Categorify's reserved indices (merlin-core 23.08): 0 padding, 1 null, 2 out-of-vocabulary.
+PAD_INDEX = 0
+NULL_INDEX = 1
+OOV_INDEX = 2
+
+
+# ---------------------------------------------------------------- feature layouts
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Column order, cardinalities and widths of one workflow's output, as models see it.
+
+    The categorical tensor is [N, sum(widths)]: a single-valued column takes one slot, a
+    multi-hot column `width` slots of token indices padded with PAD_INDEX.
+    """
+
+    categorical: tuple[str, ...]
+    cardinalities: tuple[int, ...]
+    continuous: tuple[str, ...]
+    widths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            object.__setattr__(self, "widths", (1,) * len(self.categorical))
+        if not len(self.categorical) == len(self.cardinalities) == len(self.widths):
+            raise ValueError("categorical, cardinalities and widths must have one entry each")
+
+    @property
+    def categorical_width(self) -> int:
+        return sum(self.widths)
+
+    def offsets(self) -> list[int]:
+        return np.cumsum([0, *self.widths[:-1]]).astype(int).tolist()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        raw = json.loads(text)
+        return cls(
+            categorical=tuple(raw["categorical"]),
+            cardinalities=tuple(int(c) for c in raw["cardinalities"]),
+            continuous=tuple(raw["continuous"]),
+            widths=tuple(int(w) for w in raw.get("widths", ())),
+        )
+
+    def describe(self) -> str:
+        columns = ", ".join(
+            f"{c}:{n}" + (f"x{w}" if w > 1 else "")
+            for c, n, w in zip(self.categorical, self.cardinalities, self.widths, strict=True)
+        )
+        return f"[{columns}; {', '.join(self.continuous)}]"
+
+
+# ---------------------------------------------------------------- the catalog
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The item catalog as served: raw ids and transformed features, one row per item."""
+
+    item_ids: np.ndarray  # int64 [N]
+    categorical: np.ndarray  # int64 [N, categorical_width]
+    continuous: np.ndarray  # float32 [N, n_cont]
+    # Training-popularity decile per item (0 = most impressed), for coverage monitoring.
+    popularity_decile: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+
+    def save(self, path: Path) -> None:
+        np.savez(path, item_ids=self.item_ids, categorical=self.categorical,
+                 continuous=self.continuous, popularity_decile=self.popularity_decile)  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        with np.load(path) as arrays:
+            return cls(arrays["item_ids"], arrays["categorical"], arrays["continuous"],
+                       arrays["popularity_decile"])  # fmt: skip
+
+
+def read_schema(path: Path) -> FeatureSchema:
+    return FeatureSchema.from_json(path.read_text())
+
+
+# ---------------------------------------------------------------- request tensors
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # Triton type name without the TYPE_ prefix: INT64, FP32, BYTES, INT32
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+TRITON_DTYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
+
+
+def override_tensor(name: str, feature: Feature) -> Tensor:
+    """The optional request input that overrides a user feature: typed from the schema; a
+    multi-hot feature takes a list of tokens (empty strings pad ragged lists)."""
+    dims = (-1,) if feature.kind == "multi_hot" else (1,)
+    return Tensor(name, TRITON_DTYPES[feature.value_type], dims, optional=True)
+
+
+def override_tensors(schema: FeatureSchema) -> tuple[Tensor, ...]:
+    return tuple(override_tensor(name, feature) for name, feature in schema.user_overrides())

@@ -1,0 +1,98 @@
+"""Training frames: one transformed row per interaction, and Merlin dataloaders over them.
+
+Multi-hot features are expanded into one column per token slot (`<name>__<slot>`), so the
+dataloader sees only scalar columns; `stack` puts them back side by side in spec order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from merlin.dataloader.torch import Loader
+from merlin.io import Dataset
+from merlin.schema import Tags
+
+from datagen import SplitData
+from recsys.contract import LABEL, Catalog, FeatureSpec
+from recsys.schema import FeatureSchema
+from workflows.fitted import FittedWorkflows, stack_features, transform
+
+
+def slot_names(spec: FeatureSpec) -> tuple[str, ...]:
+    """One column name per slot of the categorical tensor, in order."""
+    return tuple(
+        name if width == 1 else f"{name}__{slot}"
+        for name, width in zip(spec.categorical, spec.widths, strict=True)
+        for slot in range(width)
+    )
+
+
+def popularity_deciles(item_ids: np.ndarray, train: pd.DataFrame, item_col: str) -> np.ndarray:
+    counts = train[item_col].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+    rank = np.argsort(np.argsort(-counts, kind="stable"), kind="stable")
+    return (rank * 10 // len(item_ids)).astype(np.int8)
+
+
+def build_catalog(split: SplitData, schema: FeatureSchema, workflows: FittedWorkflows) -> Catalog:
+    """Every item's transformed features, computed once with the fitted item workflow."""
+    items = split.items
+    categorical, continuous = stack_features(transform(workflows.item, items), workflows.item_spec)
+    item_ids = items[schema.items.id].to_numpy(np.int64)
+    deciles = popularity_deciles(item_ids, split.train, schema.items.id)
+    return Catalog(item_ids, categorical, continuous, deciles)
+
+
+def user_matrices(users: pd.DataFrame, workflows: FittedWorkflows) -> tuple[np.ndarray, np.ndarray]:
+    return stack_features(transform(workflows.user, users), workflows.user_spec)
+
+
+def feature_frame(
+    interactions: pd.DataFrame,
+    users: pd.DataFrame,
+    catalog: Catalog,
+    schema: FeatureSchema,
+    workflows: FittedWorkflows,
+) -> pd.DataFrame:
+    """One transformed row per interaction: user slots, item slots, continuous, label."""
+    user_spec, item_spec = workflows.user_spec, workflows.item_spec
+    user_cat, user_cont = user_matrices(users, workflows)
+    user_rows = pd.Index(users[schema.users.id].to_numpy()).get_indexer(
+        interactions[schema.users.id].to_numpy()
+    )
+    item_rows = pd.Index(catalog.item_ids).get_indexer(interactions[schema.items.id].to_numpy())
+    columns: dict[str, np.ndarray] = {}
+    for i, name in enumerate(slot_names(user_spec)):
+        columns[name] = user_cat[user_rows, i]
+    for i, name in enumerate(user_spec.continuous):
+        columns[name] = user_cont[user_rows, i]
+    for i, name in enumerate(slot_names(item_spec)):
+        columns[name] = catalog.categorical[item_rows, i]
+    for i, name in enumerate(item_spec.continuous):
+        columns[name] = catalog.continuous[item_rows, i]
+    columns[LABEL] = interactions[LABEL].to_numpy(np.float32)
+    return pd.DataFrame(columns)
+
+
+def loader(frame: pd.DataFrame, batch_size: int, shuffle: bool) -> Loader:
+    dataset = Dataset(frame, cpu=True)
+    schema = dataset.schema
+    schema[LABEL] = schema[LABEL].with_tags([Tags.TARGET, Tags.BINARY_CLASSIFICATION])
+    dataset.schema = schema
+    return Loader(dataset, batch_size=batch_size, shuffle=shuffle)
+
+
+def stack(
+    batch: dict[str, torch.Tensor], names: tuple[str, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """Batch columns side by side: [B, len(names)] (an empty [B, 0] for no names)."""
+    if not names:
+        first = next(iter(batch.values()))
+        return torch.zeros((len(first), 0), dtype=dtype)
+    return torch.stack([batch[name].reshape(-1).to(dtype) for name in names], dim=1)
+
+
+def frame_matrix(frame: pd.DataFrame, names: tuple[str, ...], dtype: type) -> np.ndarray:
+    if not names:
+        return np.zeros((len(frame), 0), dtype=dtype)
+    return frame[list(names)].to_numpy(dtype=dtype)

@@ -1,0 +1,117 @@
+"""Train both models from the workflows' output, evaluate them and export for serving.
+
+Outputs in the artefact directory: TorchScript query tower and ranker, item embeddings
+with a faiss index, the transformed catalog, the user feature table, the reference
+profile and metrics.json (each metric beside a popularity baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import torch
+
+from datagen import SplitData
+from monitoring.profile import build_reference_profile
+from recsys.contract import (
+    CATALOG_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    ITEM_INDEX_FILE,
+    METRICS_FILE,
+    PROFILE_FILE,
+    QUERY_TOWER_FILE,
+    RANKING_FILE,
+    USER_TABLE_FILE,
+    Catalog,
+)
+from recsys.schema import FeatureSchema
+from recsys.settings import TrainingSettings
+from training.data import build_catalog, feature_frame, user_matrices
+from training.evaluate import build_index, evaluate
+from training.models import DLRM, QueryEncoder, RankingScorer
+from training.ranking import train_dlrm
+from training.retrieval import train_two_tower
+from workflows.fitted import FittedWorkflows
+
+
+def served_scores_sample(
+    users: pd.DataFrame,
+    workflows: FittedWorkflows,
+    query_encoder: QueryEncoder,
+    index: faiss.Index,
+    catalog: Catalog,
+    dlrm: DLRM,
+    num_candidates: int,
+    top_k: int,
+) -> np.ndarray:
+    """The scores the served pipeline would return to these users (top_k of the ranked
+    candidates): the reference distribution for score drift."""
+    user_cat, user_cont = user_matrices(users, workflows)
+    with torch.no_grad():
+        queries = query_encoder(torch.from_numpy(user_cat), torch.from_numpy(user_cont)).numpy()
+        _, rows = index.search(queries, min(num_candidates, index.ntotal))
+        scores = RankingScorer(dlrm)(
+            torch.from_numpy(user_cat), torch.from_numpy(user_cont),
+            torch.from_numpy(catalog.categorical[rows]), torch.from_numpy(catalog.continuous[rows]),
+        ).numpy()  # fmt: skip
+    return -np.sort(-scores, axis=1)[:, :top_k].ravel()
+
+
+def train_and_export(
+    split: SplitData,
+    schema: FeatureSchema,
+    workflows: FittedWorkflows,
+    settings: TrainingSettings,
+    out_dir: Path,
+    num_candidates: int = 100,
+    top_k: int = 10,
+) -> dict[str, float | int]:
+    """Train both models, write every serving artefact into `out_dir`, return the metrics."""
+    torch.manual_seed(settings.seed)
+    np.random.seed(settings.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    user_spec, item_spec = workflows.user_spec, workflows.item_spec
+    catalog = build_catalog(split, schema, workflows)
+    train_frame = feature_frame(split.train, split.users, catalog, schema, workflows)
+    valid_frame = feature_frame(split.valid, split.users, catalog, schema, workflows)
+
+    two_tower = train_two_tower(train_frame, user_spec, item_spec, settings)
+    dlrm = train_dlrm(train_frame, user_spec, item_spec, settings)
+
+    query_encoder = QueryEncoder(two_tower.query_tower).eval()
+    with torch.no_grad():
+        item_embeddings = two_tower.item_tower(
+            torch.from_numpy(catalog.categorical), torch.from_numpy(catalog.continuous)
+        ).numpy().astype(np.float32)  # fmt: skip
+    metrics = evaluate(split, schema, train_frame, valid_frame, catalog, workflows,
+                       query_encoder, item_embeddings, dlrm, settings.recall_k)  # fmt: skip
+
+    torch.jit.script(query_encoder).save(str(out_dir / QUERY_TOWER_FILE))
+    torch.jit.script(RankingScorer(dlrm).eval()).save(str(out_dir / RANKING_FILE))
+    np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_embeddings)
+    index = build_index(item_embeddings)
+    faiss.write_index(index, str(out_dir / ITEM_INDEX_FILE))
+    # Reference profile: requests as training traffic looked (one row per training
+    # interaction's user) and the scores served to a sample of those users.
+    user_id = schema.users.id
+    requests = split.train[[user_id]].merge(split.users, on=user_id, how="left")
+    sample = requests.sample(n=min(2000, len(requests)), random_state=settings.seed)
+    scores = served_scores_sample(sample.drop_duplicates(user_id), workflows, query_encoder,
+                                  index, catalog, dlrm, num_candidates, top_k)  # fmt: skip
+    build_reference_profile(schema, requests, scores).save(out_dir / PROFILE_FILE)
+    catalog.save(out_dir / CATALOG_FILE)
+    split.users.to_parquet(out_dir / USER_TABLE_FILE, index=False)
+    (out_dir / METRICS_FILE).write_text(json.dumps(_finite(metrics), indent=2))
+    return metrics
+
+
+def _finite(metrics: dict[str, float | int]) -> dict[str, float | int]:
+    bad = [n for n, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"training produced non-finite metrics: {bad}")
+    return metrics
