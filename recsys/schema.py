@@ -229,7 +229,9 @@ class FeatureSchema(_Strict):
         return self.model_dump(mode="json", include={"users", "items", "interactions"})
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+        # Not sorted: the declaration order of features is the order of the workflows'
+        # columns and of the request's inputs.
+        return json.dumps(self.model_dump(mode="json"), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> FeatureSchema:

@@ -50,3 +50,13 @@ def test_server_dies_with_a_killed_launcher(trained: TrainedSet, tmp_path) -> No
         assert gone, "tritonserver outlived its launcher"
     finally:
         parent.kill()
+
+
+def test_serve_refuses_a_repository_built_on_another_schema(trained: TrainedSet) -> None:
+    from serving.launcher import schema_mismatch
+
+    assert schema_mismatch(trained.repository, "synthetic") is None
+    problem = schema_mismatch(trained.repository, "movielens")
+    assert problem is not None
+    assert "serves schema 'synthetic' (version 1), not 'movielens'" in problem
+    assert "users: feature 'gender' is new" in problem
