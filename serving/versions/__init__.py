@@ -1,0 +1,90 @@
+"""Versioned model sets: publish, verify, gate, promote, roll back and prune.
+
+A model set version N is every stage model at version N plus `recommender/N/manifest.json`,
+which ties the parts together: the sha256 of every file in each stage's version directory,
+the offline metrics, and where the version came from. Publishing writes a new version
+beside the serving one and touches no config. Only `promote` and `rollback` change what
+serves, on a running tritonserver in explicit model-control mode, without failing a request:
+
+1. widen:  every stage loads {serving, candidate} (version_policy specific); both answer
+2. smoke:  one batch through every stage at the candidate version, its answer checked
+3. switch: the ensemble is reloaded pinned to the candidate; Triton swaps it in once ready
+           and the old ensemble drains; a request through it must answer with the candidate
+4. narrow: the stages load the candidate only
+
+Each config is written to disk before its load and passed as the load's override: Triton
+reloads an ensemble's composing models from disk when it loads the ensemble, and a
+restarted server must come up on what was served. A failure before the switch completes
+restores the serving version's configs; it never stopped answering. See docs/versioning.md.
+
+One module per job; each imports the ones it needs directly, never this package:
+
+- `state`:   what serves, which versions exist, the history (versions.json), the lock
+- `compat`:  do a version's parts fit together, and beside the serving version's
+- `gate`:    the offline metrics gate
+- `publish`: publish a trained set as the next version, describe the versions, prune
+- `admin`:   a running tritonserver over gRPC: load, what is loaded, infer at a version
+- `smoke`:   a checked batch through the live server at a version
+- `promote`: promote and rollback (the four steps above)
+
+The names below are the package's interface: `from serving import versions` and
+`versions.promote(...)`, `versions.VersionError`, ... as before the split.
+"""
+
+from __future__ import annotations
+
+from serving.manifest import VersionError, read_manifest, verify_files, write_manifest
+from serving.versions.admin import LIVE_STATES, TritonAdmin, live_versions
+from serving.versions.compat import (
+    EMBEDDING_TABLE,
+    check_version,
+    schema_problems,
+    side_by_side_problems,
+)
+from serving.versions.gate import DEFAULT_TOLERANCE, GATED_METRICS, metrics_gate
+from serving.versions.promote import promote, rollback
+from serving.versions.publish import DEFAULT_KEEP, VersionInfo, describe, prune, publish
+from serving.versions.smoke import smoke_query
+from serving.versions.state import (
+    LOCK_FILE,
+    STATE_FILE,
+    Log,
+    history,
+    repository_lock,
+    rollback_target,
+    serving_version,
+    version_numbers,
+)
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "DEFAULT_TOLERANCE",
+    "EMBEDDING_TABLE",
+    "GATED_METRICS",
+    "LIVE_STATES",
+    "LOCK_FILE",
+    "STATE_FILE",
+    "Log",
+    "TritonAdmin",
+    "VersionError",
+    "VersionInfo",
+    "check_version",
+    "describe",
+    "history",
+    "live_versions",
+    "metrics_gate",
+    "promote",
+    "prune",
+    "publish",
+    "read_manifest",
+    "repository_lock",
+    "rollback",
+    "rollback_target",
+    "schema_problems",
+    "serving_version",
+    "side_by_side_problems",
+    "smoke_query",
+    "verify_files",
+    "version_numbers",
+    "write_manifest",
+]
