@@ -14,12 +14,13 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 VERSIONS := $(PY) -m serving.versions_cli $(CONFIG_FLAG)
 BUILD := $(PY) -m pipeline.build $(CONFIG_FLAG) $(SCHEMA_FLAG) $(DATA_FLAG)
 
-.PHONY: help setup demo build repository serve perf perf-report perf-report-quick perf-tuning soak publish versions promote rollback prune test lint helm-lint helm-tools helm-test clean
+.PHONY: help setup demo movielens build repository serve perf perf-report perf-report-quick perf-tuning soak publish versions promote rollback prune test lint helm-lint helm-tools helm-test clean
 
 help:
 	@echo "make demo        end to end: data -> workflows -> training -> repository -> Triton -> queries"
 	@echo "make test        the test suite (real tritonserver, NVTabular, Helm)"
 	@echo "make setup       Debian packages, .venv (requirements.lock), Helm tooling"
+	@echo "make movielens   real MovieLens-100k into datasets/ml-100k (GroupLens layout)"
 	@echo "make repository  build artefacts and write model_repository/ (version 1)"
 	@echo "                 [SCHEMA=movielens DATA_DIR=/path/to/ml-100k]: your data, your schema"
 	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
@@ -40,6 +41,10 @@ setup:
 
 demo: setup
 	$(PY) -m pipeline.demo $(CONFIG_FLAG) $(SCHEMA_FLAG) $(DATA_FLAG)
+
+# Real MovieLens-100k (from the pinned recbole wheel on PyPI) in GroupLens' ml-100k layout.
+movielens: setup
+	$(PY) -m pipeline.fetch_movielens --out datasets/ml-100k
 
 build repository: setup
 	$(BUILD)
@@ -95,7 +100,7 @@ helm-lint: setup
 	for f in helm/recsys-triton/examples/*.yaml; do .tools/bin/helm lint --strict helm/recsys-triton -f $$f || exit 1; done
 
 clean:
-	rm -rf artifacts results
+	rm -rf artifacts results datasets
 	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 
 helm-tools:

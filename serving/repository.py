@@ -11,7 +11,7 @@ at version N and the ensemble pins its steps to N):
       ranking/        config.pbtxt  N/{model.py, model.pt}
       reorder/        config.pbtxt  N/{model.py, catalog.npz}
       recommender/    config.pbtxt  N/manifest.json   (platform: "ensemble")
-      versions.json   promotion history (serving/versions.py)
+      versions.json   promotion history (serving/versions/state.py)
 
 Configs are built as `ModelConfig` protobuf messages (Triton's own schema) and written in
 text format, so a misspelt field fails here rather than at server start. Every config
@@ -250,7 +250,7 @@ def stage_files(artifacts_dir: Path) -> dict[str, dict[str, Path]]:
             ITEM_INDEX_FILE: models / ITEM_INDEX_FILE,
         },
         # The item spec travels with the version: it is what the catalog and the ranking
-        # model's item embeddings were built against (checked by serving/versions.py).
+        # model's item embeddings were built against (checked by serving/versions/compat.py).
         "item_features": {
             CATALOG_FILE: models / CATALOG_FILE,
             FEATURE_SPEC_FILE: workflows / ITEM_WORKFLOW_DIR / FEATURE_SPEC_FILE,
