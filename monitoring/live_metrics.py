@@ -15,6 +15,8 @@ profile, so `monitoring.drift` can compare live counts with it bin for bin.
 
 from __future__ import annotations
 
+import contextlib
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,16 @@ class LiveMetrics:
             self._metrics[key] = metric
         metric.increment(float(amount))
 
+    def log_failure(self, what: str) -> None:
+        """Log the exception being handled at error level in the server log. Called from an
+        `except` block; never raises, since a request must not fail for want of a log line."""
+        message = (
+            f"model {self._labels['model']!r} version {self._labels['version']}: {what} "
+            f"failed; the request is answered without these counts:\n{traceback.format_exc()}"
+        )
+        with contextlib.suppress(Exception):
+            self._pb.Logger.log_error(message)
+
 
 def observe_user_features(
     metrics: LiveMetrics,
@@ -77,7 +89,24 @@ def observe_user_features(
     schema: FeatureSchema,
 ) -> None:
     """Count a batch of user rows: OOV ids and monitored categories, missing values of
-    monitored features, and their values binned like the reference profile."""
+    monitored features, and their values binned like the reference profile.
+
+    Never raises: counters are a side channel, and an exception here would fail the batch
+    of requests being answered (it is logged instead)."""
+    try:
+        _count_user_features(metrics, profile, raw, categorical, spec, schema)
+    except Exception:
+        metrics.log_failure("counting user features (monitoring.live_metrics)")
+
+
+def _count_user_features(
+    metrics: LiveMetrics,
+    profile: ReferenceProfile | None,
+    raw: dict[str, np.ndarray],
+    categorical: np.ndarray,
+    spec: FeatureSpec,
+    schema: FeatureSchema,
+) -> None:
     metrics.increment("recsys_requests_total", len(categorical))
     monitored = schema.monitored()
     tracked = {schema.users.id} | {n for n, f in monitored.items() if f.kind == "categorical"}
@@ -101,7 +130,22 @@ def observe_results(
     deciles: Sequence[np.ndarray],
     top_k: Sequence[int],
 ) -> None:
-    """One entry per answered user: its served scores and the items' popularity deciles."""
+    """One entry per answered user: its served scores and the items' popularity deciles.
+
+    Never raises, like observe_user_features: a failing counter is logged, the answer sent."""
+    try:
+        _count_results(metrics, profile, scores, deciles, top_k)
+    except Exception:
+        metrics.log_failure("counting results (monitoring.live_metrics)")
+
+
+def _count_results(
+    metrics: LiveMetrics,
+    profile: ReferenceProfile | None,
+    scores: Sequence[np.ndarray],
+    deciles: Sequence[np.ndarray],
+    top_k: Sequence[int],
+) -> None:
     metrics.increment("recsys_short_results_total",
                       sum(len(s) < k for s, k in zip(scores, top_k, strict=True)))  # fmt: skip
     served = np.concatenate(list(deciles)) if deciles else np.empty(0, dtype=np.int8)
