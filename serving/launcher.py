@@ -39,6 +39,9 @@ STUB_PROCESS_NAME = "triton_python_backend_stub"
 # Exit code of `python -m serving.launcher` when a dead stub could not be brought back:
 # the server is stopped so that a supervisor (Kubernetes, systemd) starts a fresh one.
 EXIT_STUB_UNRECOVERABLE = 3
+# Exit code when tritonserver itself exited (crash, OOM kill, a signal sent to it): the
+# launcher must not report success then, or a supervisor would not restart it.
+EXIT_SERVER_DIED = 4
 
 
 class ServerStartError(RuntimeError):
@@ -285,6 +288,29 @@ class StubWatchdog:
         return dead
 
 
+def describe_exit(returncode: int) -> str:
+    """`exit code 1`, or `killed by SIGKILL` for a process a signal ended (Popen reports -N)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def report_server_death(server: TritonServer) -> int:
+    """Say on stderr how tritonserver ended, with its log tail; the launcher's exit code."""
+    returncode = server.process.returncode if server.process is not None else None
+    how = "an unknown exit" if returncode is None else describe_exit(returncode)
+    print(
+        f"error: tritonserver exited on its own ({how}); log tail ({server.log_path}):\n"
+        f"{server.log_tail()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_SERVER_DIED
+
+
 def schema_mismatch(repository: Path, wanted: str) -> str | None:
     """Why `repository` does not serve schema `wanted`, or None if it does."""
     from recsys.schema import differences, load_schema
@@ -350,13 +376,16 @@ def main(argv: list[str] | None = None) -> int:
                 watchdog.check()
             time.sleep(1)
     except StubRecoveryError as exc:
-        print(f"error: {exc}; stopping the server", file=sys.stderr)
+        if server.process is not None and server.process.poll() is not None:
+            return report_server_death(server)  # the reload failed because the server died
+        print(f"error: {exc}; stopping the server", file=sys.stderr, flush=True)
         return EXIT_STUB_UNRECOVERABLE
     except KeyboardInterrupt:
-        pass
+        return 0  # asked to stop (Ctrl-C, SIGTERM): a clean exit
     finally:
         server.stop()
-    return 0
+    # The loop ends only when tritonserver exited without being asked to.
+    return report_server_death(server)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,114 @@
-"""The launcher never leaves an orphaned tritonserver behind."""
+"""`python -m serving.launcher` (what `make serve` runs) as a supervisor sees it: it never
+leaves an orphaned tritonserver behind, and it exits non-zero when tritonserver dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
+from recsys.settings import PROJECT_ROOT, Settings
+from serving.launcher import EXIT_SERVER_DIED
 from tests.conftest import TrainedSet, free_port
+
+WAIT_S = 240.0  # upper bound for a server start or an exit on a busy 2-core machine
+
+
+class Launcher:
+    """`python -m serving.launcher` in a subprocess on free ports; its stdout and stderr go
+    to one file, read while it runs."""
+
+    def __init__(self, repository: Path, settings: Settings, root: Path) -> None:
+        ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+        self.settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update=ports)}
+        )
+        config = root / "config.yaml"
+        config.write_text(yaml.safe_dump(self.settings.model_dump(mode="json")))
+        self.output_path = root / "launcher.out"
+        self.log_path = root / "tritonserver.log"
+        with self.output_path.open("w") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "serving.launcher", "--repository", str(repository),
+                 "--config", str(config), "--log", str(self.log_path)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                # Unbuffered: the test reads what the launcher printed while it runs.
+                env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        self.stubs: list[psutil.Process] = []  # seen under this launcher's server
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.settings.server.bind_address}:{self.settings.server.grpc_port}"
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while "Ctrl-C stops the server." not in self.output():
+            assert self.process.poll() is None, f"launcher exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"launcher not ready:\n{self.output()}"
+            time.sleep(0.5)
+        self.stubs = self.server().children()
+
+    def server(self) -> psutil.Process:
+        children = psutil.Process(self.process.pid).children()
+        (server,) = (child for child in children if child.name() == "tritonserver")
+        return server
+
+    def wait_exit(self) -> int:
+        try:
+            return self.process.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"launcher still running:\n{self.output()}") from None
+
+    def close(self) -> None:
+        """Stop the launcher (SIGTERM: it stops its server), and anything it left behind."""
+        with contextlib.suppress(psutil.Error, ValueError):  # no server (left) to ask
+            self.stubs += self.server().children()  # stubs started by a reload, too
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()  # its server gets SIGTERM from the kernel (PDEATHSIG)
+                self.process.wait()
+        # Stubs notice a dead server within seconds and exit; make sure none lingers.
+        _, alive = psutil.wait_procs(self.stubs, timeout=30)
+        for stub in alive:
+            stub.kill()
+
+
+StartLauncher = Callable[[Path, Settings], Launcher]
+
+
+@pytest.fixture
+def start_launcher(tmp_path: Path) -> Iterator[StartLauncher]:
+    """Starts launchers (each in its own directory) and stops them all after the test."""
+    started: list[Launcher] = []
+
+    def start(repository: Path, settings: Settings) -> Launcher:
+        root = tmp_path / f"launcher{len(started)}"
+        root.mkdir()
+        started.append(Launcher(repository, settings, root))
+        return started[-1]
+
+    yield start
+    for launcher in started:
+        launcher.close()
 
 
 @pytest.mark.server
@@ -50,6 +146,24 @@ def test_server_dies_with_a_killed_launcher(trained: TrainedSet, tmp_path) -> No
         assert gone, "tritonserver outlived its launcher"
     finally:
         parent.kill()
+
+
+@pytest.mark.server
+def test_the_launcher_exits_non_zero_when_tritonserver_dies(
+    trained: TrainedSet, start_launcher: StartLauncher
+) -> None:
+    """A supervisor (systemd, a container runtime) restarts `make serve` only if it fails:
+    a tritonserver that died (here SIGKILL, as the OOM killer sends) must fail the launcher."""
+    launcher = start_launcher(trained.repository, trained.settings)
+    launcher.wait_ready()
+    last_logged = launcher.log_path.read_text(errors="replace").splitlines()[-1]
+    launcher.server().kill()
+    assert launcher.wait_exit() == EXIT_SERVER_DIED, launcher.output()
+    output = launcher.output()
+    assert "tritonserver exited on its own (killed by SIGKILL)" in output
+    # The log tail follows (dying stubs may have added lines after the last one seen here).
+    tail = output.split(f"log tail ({launcher.log_path}):", 1)[1]
+    assert last_logged in tail
 
 
 def test_serve_refuses_a_repository_built_on_another_schema(trained: TrainedSet) -> None:
