@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +18,11 @@ import psutil
 import pytest
 import yaml
 
+from client.recommender_client import RecommenderClient
 from recsys.settings import PROJECT_ROOT, Settings
-from serving.launcher import EXIT_SERVER_DIED
+from serving.launcher import EXIT_SERVER_DIED, EXIT_STUB_UNRECOVERABLE, stub_model_name
 from tests.conftest import TrainedSet, free_port
+from tests.test_faults import Load, wait_for
 
 WAIT_S = 240.0  # upper bound for a server start or an exit on a busy 2-core machine
 
@@ -174,3 +177,80 @@ def test_serve_refuses_a_repository_built_on_another_schema(trained: TrainedSet)
     assert problem is not None
     assert "serves schema 'synthetic' (version 1), not 'movielens'" in problem
     assert "users: feature 'gender' is new" in problem
+
+
+# --- the stub watchdog, end to end (serving/launcher.py StubWatchdog, docs/errors.md) ---
+
+RECOVERY_S = 120.0  # a killed stub's model answers again within this (observed ~8-30 s)
+TOP_K = 8
+
+
+@pytest.fixture
+def repository_copy(trained: TrainedSet, tmp_path: Path) -> Path:
+    """A repository of the test's own: the watchdog reloads models in it, a test breaks it."""
+    copy = tmp_path / "model_repository"
+    shutil.copytree(trained.repository, copy)
+    return copy
+
+
+def stub_of(server: psutil.Process, model: str) -> psutil.Process:
+    for child in server.children():
+        if child.status() != psutil.STATUS_ZOMBIE and stub_model_name(child) == model:
+            return child
+    raise AssertionError(f"no live stub for {model}")
+
+
+@pytest.mark.server
+def test_the_watchdog_reloads_a_killed_stub_while_traffic_flows(
+    trained: TrainedSet, repository_copy: Path, start_launcher: StartLauncher
+) -> None:
+    launcher = start_launcher(repository_copy, trained.settings)
+    launcher.wait_ready()
+    users = [*trained.data.valid["user_id"].drop_duplicates().head(3).tolist(), -7]
+    with RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client:
+        expected = {int(user): client.recommend(int(user), TOP_K).item_ids for user in users}
+    load = Load([RecommenderClient(launcher.grpc_url, "grpc", retries=0) for _ in range(2)],
+                expected)  # fmt: skip
+    try:
+        wait_for(lambda: load.count("ok") > 5, "traffic before the fault")
+        stub_of(launcher.server(), "reorder").kill()
+        killed = time.monotonic()
+        wait_for(lambda: load.count("INTERNAL") > 0, "requests to fail after the stub was killed")
+        wait_for(lambda: "watchdog: 'reorder' reloaded" in launcher.output(),
+                 "the watchdog to reload the model", RECOVERY_S)  # fmt: skip
+        served = load.count("ok")
+        wait_for(lambda: load.count("ok") > served + 5, "answers after the reload", RECOVERY_S)
+        recovery_s = time.monotonic() - killed
+    finally:
+        outcomes = load.stop()
+    assert recovery_s < RECOVERY_S
+    output = launcher.output()
+    assert "watchdog: the Python-backend stub of 'reorder' died; reloading it" in output
+    assert outcomes["wrong"] == 0
+    assert set(outcomes) <= {"ok", "INTERNAL"}, outcomes
+    assert all("Stub process 'reorder_0_0' is not healthy" in str(e) for e in load.errors)
+    assert launcher.process.poll() is None, output  # still serving: nothing to restart
+    with RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client:
+        assert all(client.recommend(u, TOP_K).item_ids == items for u, items in expected.items())
+
+
+@pytest.mark.server
+def test_the_launcher_stops_with_its_own_exit_code_when_a_reload_fails(
+    trained: TrainedSet, repository_copy: Path, start_launcher: StartLauncher
+) -> None:
+    """A stub whose model cannot be loaded again: the launcher stops the server and exits
+    with EXIT_STUB_UNRECOVERABLE, for a supervisor to start a fresh one."""
+    launcher = start_launcher(repository_copy, trained.settings)
+    launcher.wait_ready()
+    server = launcher.server()
+    # Breaks only the reload: the running stub has imported model.py already.
+    model_py = repository_copy / "reorder" / "1" / "model.py"
+    model_py.write_text('raise RuntimeError("broken on purpose")\n' + model_py.read_text())
+    stub_of(server, "reorder").kill()
+    assert launcher.wait_exit() == EXIT_STUB_UNRECOVERABLE, launcher.output()
+    output = launcher.output()
+    assert "watchdog: the Python-backend stub of 'reorder' died; reloading it" in output
+    assert "error: reloading model 'reorder' failed" in output
+    assert "stopping the server" in output
+    assert "watchdog: 'reorder' reloaded" not in output
+    assert not server.is_running(), "the launcher left its tritonserver running"
