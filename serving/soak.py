@@ -16,7 +16,9 @@
    throughout; growth compares the median of the first window after warm-up with the
    median of the last window.
 
-Passes (exit 0) with zero errors and RSS growth below `--max-rss-growth` (5%).
+Passes (exit 0) with zero errors and RSS growth below `--max-rss-growth` (5%). A client
+thread, scheduled send or the RSS sampler dying of an unexpected exception (not a
+counted client error) aborts the run with LoadThreadError: its numbers would be wrong.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -197,14 +199,24 @@ class Driver:
             client.close()
 
 
+class LoadThreadError(RuntimeError):
+    """A thread sending load or sampling RSS died of an exception: the run is invalid (its
+    rate, error count or memory samples would silently cover less than they claim)."""
+
+
 def closed_loop_rate(driver: Driver, concurrency: int, seconds: float) -> tuple[float, int]:
-    """Requests/s with `concurrency` clients each sending back to back; and the errors seen."""
+    """Requests/s with `concurrency` clients each sending back to back; and the errors seen.
+    Raises LoadThreadError if a client thread died (send_one counts client errors itself)."""
     stats = LoadStats()
     stop = time.monotonic() + seconds
+    died: list[BaseException] = []
 
     def loop() -> None:
-        while time.monotonic() < stop:
-            driver.send_one(stats)
+        try:
+            while time.monotonic() < stop and not died:
+                driver.send_one(stats)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            died.append(exc)
 
     threads = [threading.Thread(target=loop) for _ in range(concurrency)]
     started = time.monotonic()
@@ -212,6 +224,8 @@ def closed_loop_rate(driver: Driver, concurrency: int, seconds: float) -> tuple[
         thread.start()
     for thread in threads:
         thread.join()
+    if died:
+        raise LoadThreadError(f"a closed-loop client thread died: {died[0]!r}") from died[0]
     return stats.ok / (time.monotonic() - started), sum(stats.errors.values())
 
 
@@ -229,18 +243,28 @@ def measure_saturation(driver: Driver, plan: SoakPlan) -> tuple[float, dict[int,
 
 def open_loop(driver: Driver, rate: float, seconds: float, workers: int) -> LoadStats:
     """Send at `rate` req/s on a fixed schedule for `seconds`; latency counts from the
-    scheduled time, so queueing behind a slow server is not hidden."""
+    scheduled time, so queueing behind a slow server is not hidden. Raises LoadThreadError
+    (and stops sending) once a send died of an exception: a future's exception is otherwise
+    kept in the future and never seen."""
     stats = LoadStats()
     interval = 1.0 / rate
+    died: list[BaseException] = []
+
+    def note_failure(future: Future[None]) -> None:
+        if (exc := future.exception()) is not None:
+            died.append(exc)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         start = time.monotonic()
         n = 0
-        while (scheduled := start + n * interval) < start + seconds:
+        while (scheduled := start + n * interval) < start + seconds and not died:
             delay = scheduled - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(driver.send_one, stats, scheduled)
+            pool.submit(driver.send_one, stats, scheduled).add_done_callback(note_failure)
             n += 1
+    if died:
+        raise LoadThreadError(f"a soak request died: {died[0]!r}") from died[0]
     return stats
 
 
@@ -250,6 +274,7 @@ class RssSampler:
     def __init__(self, pid: int, interval_s: float) -> None:
         self.pid, self.interval_s = pid, interval_s
         self.samples: list[tuple[float, int]] = []  # (monotonic time, bytes)
+        self.exception: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -262,18 +287,23 @@ class RssSampler:
         return total
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                self.samples.append((time.monotonic(), self.rss()))
-            self._stop.wait(self.interval_s)
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.samples.append((time.monotonic(), self.rss()))
+                self._stop.wait(self.interval_s)
+        except BaseException as exc:  # re-raised by __exit__, in the soak's thread
+            self.exception = exc
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.exception is not None and exc_type is None:  # else keep the soak's own error
+            raise LoadThreadError(f"the RSS sampler died: {self.exception!r}") from self.exception
 
 
 def rss_growth(samples: list[tuple[float, int]], after: float) -> tuple[int, int, float]:

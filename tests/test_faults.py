@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from client.recommender_client import RecommenderClient, RecommenderClientError
 from serving.launcher import StubWatchdog, TritonServer, stub_model_name
 from tests.conftest import TrainedSet, free_port
+from tests.threads import CheckedThread
 
 pytestmark = pytest.mark.server
 TOP_K = 8
@@ -66,7 +67,11 @@ class Load:
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.clients = clients
-        self.threads = [threading.Thread(target=self._run, args=(c,)) for c in clients]
+        # Checked: a sending thread that dies of anything but a client error (which is
+        # counted) fails the test in count() or stop(), instead of a warning and less load.
+        self.threads = [
+            CheckedThread(self._run, c, name=f"load-{i}") for i, c in enumerate(clients)
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -89,15 +94,20 @@ class Load:
                 self.outcomes[outcome] += 1
 
     def count(self, outcome: str) -> int:
+        for thread in self.threads:  # what a test waits for may never come from a dead one
+            thread.check()
         with self.lock:
             return self.outcomes[outcome]
 
     def stop(self) -> Counter[str]:
+        """Stop and join the threads; raises BackgroundThreadError if one died."""
         self.stop_event.set()
-        for thread in self.threads:
-            thread.join()
-        for client in self.clients:  # an open HTTP keep-alive connection delays shutdown
-            client.close()
+        try:
+            for thread in self.threads:
+                thread.join(timeout=WAIT_S)
+        finally:
+            for client in self.clients:  # an open HTTP keep-alive connection delays shutdown
+                client.close()
         return self.outcomes
 
 

@@ -28,6 +28,7 @@ from serving.launcher import TritonServer
 from serving.repository import read_config, write_model_set
 from serving.versions import TritonAdmin, VersionError
 from tests.conftest import TrainedSet, free_port
+from tests.threads import BackgroundThreadError, CheckedThread
 from workflows.fitted import fit_workflows
 
 
@@ -86,8 +87,10 @@ class Traffic:
         self.failures: list[str] = []
         self._stop = threading.Event()
         urls: dict[Protocol, str] = {"grpc": server.grpc_url, "http": server.http_url}
+        # Checked: a client thread that dies (say, the client cannot be built) fails the
+        # test instead of leaving it with less traffic than it claims.
         self._threads = [
-            threading.Thread(target=self._run, args=(protocol, url), daemon=True)
+            CheckedThread(self._run, protocol, url, name=f"traffic-{protocol}")
             for protocol, url in urls.items()
         ]
 
@@ -109,6 +112,8 @@ class Traffic:
         targets = {p: len(v) + more for p, v in self.versions.items()}
         deadline = time.monotonic() + timeout_s
         while any(len(self.versions[p]) < n for p, n in targets.items()):
+            for thread in self._threads:
+                thread.check()  # a dead client is the cause, not a stall
             assert time.monotonic() < deadline, f"traffic stalled: {self.failures[-3:]}"
             time.sleep(0.1)
 
@@ -126,7 +131,12 @@ class Traffic:
     ) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=30)
+            try:
+                thread.join(timeout=30)
+            except BackgroundThreadError:
+                if exc_type is None:
+                    raise
+                # The test is failing already: keep its own error, which says more.
 
     def runs(self, protocol: str) -> list[int]:
         """The versions answered, with repeats collapsed: [1, 2] means 1s, then only 2s."""
