@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample by softmax(score/T) instead of sorting",
     )
     recommend.add_argument(
+        "--include-seen",
+        action="store_true",
+        help="let items the user already consumed come back (filtered by default)",
+    )
+    recommend.add_argument(
         "--feature",
         action="append",
         default=[],
@@ -105,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     features[name] = value
             result = client.recommend(
-                args.user_id, args.top_k, args.exclude, features, args.temperature
-            )
+                args.user_id, args.top_k, args.exclude, features, args.temperature,
+                False if args.include_seen else None,
+            )  # fmt: skip
     except (RecommenderClientError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

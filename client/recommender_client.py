@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 ENSEMBLE = "recommender"
 Protocol = Literal["grpc", "http"]
 # Inputs of the contract itself; every other input of the ensemble is a user feature.
-CONTRACT_INPUTS = frozenset({"user_id", "top_k", "exclude_item_ids", "temperature"})
+CONTRACT_INPUTS = frozenset({"user_id", "top_k", "exclude_item_ids", "temperature", "filter_seen"})
 NUMPY_TYPES: dict[str, type] = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32,
                                 "BYTES": np.object_}  # fmt: skip
 T = TypeVar("T")
@@ -167,6 +167,8 @@ class RecommendationRequest:
     exclude_item_ids: Sequence[int] = ()
     features: dict[str, FeatureValue] = field(default_factory=dict)
     temperature: float | None = None
+    # None: the server's default (items the user already consumed are not recommended).
+    filter_seen: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -288,9 +290,10 @@ class RecommenderClient:
         exclude_item_ids: Sequence[int] = (),
         features: dict[str, FeatureValue] | None = None,
         temperature: float | None = None,
+        filter_seen: bool | None = None,
     ) -> Recommendation:
         request = RecommendationRequest(
-            user_id, top_k, exclude_item_ids, features or {}, temperature
+            user_id, top_k, exclude_item_ids, features or {}, temperature, filter_seen
         )
         return self.recommend_batch([request])[0]
 
@@ -345,6 +348,11 @@ class RecommenderClient:
                     "temperature", np.array([[t] for t in temperatures], np.float32), "FP32"
                 )
             )
+        flags = [r.filter_seen for r in requests]
+        if any(flag is not None for flag in flags):
+            # One value per row: unset rows take the server's default, True.
+            column = [[True if flag is None else flag] for flag in flags]
+            inputs.append(self._input("filter_seen", np.array(column, dtype=bool), "BOOL"))
         names = {name for r in requests for name in r.features}
         if names:
             known = self.feature_inputs()

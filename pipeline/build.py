@@ -78,6 +78,7 @@ def build_artifacts(
         metrics = train_and_export(
             data, schema, fitted, settings.training, artifacts / "models",
             settings.serving.num_candidates, settings.serving.default_top_k,
+            settings.serving.history_length,
         )  # fmt: skip
     return metrics
 

@@ -49,6 +49,7 @@ RANKING_MODEL_FILE = "model.pt"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 ITEM_INDEX_FILE = "item_index.faiss"
 CATALOG_FILE = "catalog.npz"
+HISTORY_FILE = "history.npz"
 USER_TABLE_FILE = "users.parquet"
 METRICS_FILE = "metrics.json"
 PROFILE_FILE = "reference_profile.json"
@@ -131,6 +132,62 @@ class Catalog:
         with np.load(path) as arrays:
             return cls(arrays["item_ids"], arrays["categorical"], arrays["continuous"],
                        arrays["popularity_decile"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class History:
+    """Each known user's latest training interactions, as catalog rows in time order.
+
+    CSR layout: user `user_ids[i]`'s rows are `rows[offsets[i]:offsets[i + 1]]`.
+    """
+
+    user_ids: np.ndarray  # int64 [U], sorted
+    offsets: np.ndarray  # int64 [U + 1]
+    rows: np.ndarray  # int64 [offsets[-1]]
+
+    def save(self, path: Path) -> None:
+        np.savez(path, user_ids=self.user_ids, offsets=self.offsets, rows=self.rows)
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        with np.load(path) as arrays:
+            return cls(arrays["user_ids"], arrays["offsets"], arrays["rows"])
+
+    def of(self, user_ids: np.ndarray) -> list[np.ndarray]:
+        """Catalog rows each user consumed (empty for unknown users)."""
+        positions = np.searchsorted(self.user_ids, user_ids)
+        positions = np.minimum(positions, max(len(self.user_ids) - 1, 0))
+        if len(self.user_ids):
+            found = self.user_ids[positions] == user_ids
+        else:
+            found = np.zeros(len(user_ids), dtype=bool)
+        return [
+            self.rows[self.offsets[p] : self.offsets[p + 1]] if hit else self.rows[:0]
+            for p, hit in zip(positions.tolist(), found.tolist(), strict=True)
+        ]
+
+
+# A candidate slot no item fills (filters removed more items than the catalog could spare).
+NO_CANDIDATE = -1
+
+
+def first_allowed(ranked: np.ndarray, excluded: list[np.ndarray], k: int) -> np.ndarray:
+    """[B, K'] catalog rows, best first -> [B, k] positions in `ranked` of the first k rows
+    of each that are not among its `excluded` rows, padded with NO_CANDIDATE when fewer
+    remain. The retrieval stage and the offline evaluation filter with this one function."""
+    allowed = ranked >= 0
+    for i, drop in enumerate(excluded):
+        if len(drop):
+            allowed[i] &= ~np.isin(ranked[i], drop)
+    # Stable sort of "not allowed" puts allowed positions first, in ranked order.
+    order = np.argsort(~allowed, axis=1, kind="stable")[:, :k]
+    return np.where(np.take_along_axis(allowed, order, axis=1), order, NO_CANDIDATE)
+
+
+def take_allowed(values: np.ndarray, positions: np.ndarray, fill: float | int) -> np.ndarray:
+    """`values` [B, K'] at `positions` [B, k] (from first_allowed), `fill` where unfilled."""
+    picked = np.take_along_axis(values, np.maximum(positions, 0), axis=1)
+    return np.where(positions >= 0, picked, fill)
 
 
 def read_schema(path: Path) -> FeatureSchema:

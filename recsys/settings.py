@@ -51,6 +51,9 @@ class ServingSettings(_Section):
     default_top_k: int = Field(10, ge=1)
     max_top_k: int = Field(100, ge=1)
     max_exclude: int = Field(1000, ge=0)
+    # Training interactions kept per known user (the latest), shipped with each model set:
+    # what it already consumed is not recommended again unless a request asks for it.
+    history_length: int = Field(200, ge=0)
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_microseconds: int = Field(0, ge=0)
     instance_count: int = Field(1, ge=1)

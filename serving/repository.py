@@ -28,7 +28,7 @@ import os
 import py_compile
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from google.protobuf import json_format, text_format
@@ -38,6 +38,7 @@ from recsys.contract import (
     CATALOG_FILE,
     ENSEMBLE_NAME,
     FEATURE_SPEC_FILE,
+    HISTORY_FILE,
     ITEM_INDEX_FILE,
     ITEM_WORKFLOW_DIR,
     PROFILE_FILE,
@@ -82,13 +83,18 @@ def stage_interfaces(
     item_cat = Tensor("item_categorical", "INT64", (c, item_spec.categorical_width))
     item_cont = Tensor("item_continuous", "FP32", (c, len(item_spec.continuous) or -1))
     ranking_scores = Tensor("ranking_scores", "FP32", (c,))
+    user_id = Tensor(REQUEST_USER_ID, "INT64", (1,))
+    exclude = Tensor("exclude_item_ids", "INT64", (-1,), optional=True)
+    # Filter what the user already consumed (default); False for a row lets it come back.
+    filter_seen = Tensor("filter_seen", "BOOL", (1,), optional=True)
     return {
         "user_features": StageInterface(
-            inputs=(Tensor(REQUEST_USER_ID, "INT64", (1,)), *override_tensors(schema)),
+            inputs=(user_id, *override_tensors(schema)),
             outputs=(user_cat, user_cont),
         ),
         "retrieval": StageInterface(
-            inputs=(user_cat, user_cont),
+            # Optional here: retrieval alone (perf runs, direct calls) filters nothing.
+            inputs=(user_cat, user_cont, replace(user_id, optional=True), exclude, filter_seen),
             outputs=(rows, Tensor("retrieval_scores", "FP32", (c,))),
         ),
         "item_features": StageInterface(inputs=(rows,), outputs=(item_cat, item_cont)),
@@ -100,7 +106,7 @@ def stage_interfaces(
                 rows,
                 ranking_scores,
                 Tensor("top_k", "INT32", (1,)),
-                Tensor("exclude_item_ids", "INT64", (-1,), optional=True),
+                exclude,
                 Tensor("temperature", "FP32", (1,), optional=True),
             ),
             outputs=(
@@ -245,9 +251,12 @@ def stage_files(artifacts_dir: Path) -> dict[str, dict[str, Path]]:
             PROFILE_FILE: models / PROFILE_FILE,
             SCHEMA_FILE: artifacts_dir / SCHEMA_FILE,
         },
+        # The history filters consumed items; the catalog maps excluded ids to index rows.
         "retrieval": {
             QUERY_TOWER_FILE: models / QUERY_TOWER_FILE,
             ITEM_INDEX_FILE: models / ITEM_INDEX_FILE,
+            HISTORY_FILE: models / HISTORY_FILE,
+            CATALOG_FILE: models / CATALOG_FILE,
         },
         # The item spec travels with the version: it is what the catalog and the ranking
         # model's item embeddings were built against (checked by serving/versions/compat.py).

@@ -76,10 +76,14 @@ def check_finite(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def check_index(name: str, array: np.ndarray, size: int | None = None) -> np.ndarray:
-    """Indices must be >= 0 (numpy would silently wrap negatives) and < `size` if given."""
-    if array.size and array.min() < 0:
-        raise RequestError(f"input '{name}' must not be negative (got {int(array.min())})")
+def check_index(
+    name: str, array: np.ndarray, size: int | None = None, minimum: int = 0
+) -> np.ndarray:
+    """Indices must be >= `minimum` (numpy would silently wrap negatives; candidate rows may
+    be -1, an unfilled slot) and < `size` if given."""
+    if array.size and array.min() < minimum:
+        lowest = "negative" if minimum == 0 else f"below {minimum}"
+        raise RequestError(f"input '{name}' must not be {lowest} (got {int(array.min())})")
     if size is not None and array.size and array.max() >= size:
         raise RequestError(f"input '{name}' must be below {size} (got {int(array.max())})")
     return array

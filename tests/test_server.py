@@ -88,7 +88,9 @@ def test_excluded_items_are_dropped_and_the_list_refilled(
     again = grpc.recommend(user, TOP_K, exclude_item_ids=excluded)
     assert not set(excluded) & set(again.item_ids)
     assert len(again.item_ids) == TOP_K
-    assert again.item_ids[: TOP_K - 3] == first.item_ids[3:]
+    # Excluded before retrieval: new candidates may come in, the kept ones keep their order.
+    kept = [item for item in again.item_ids if item in set(first.item_ids)]
+    assert kept == first.item_ids[3:]
     want = in_process.recommend(np.array([user]), TOP_K, [np.array(excluded)])[0]
     assert again.item_ids == want.item_ids.tolist()
 
@@ -158,3 +160,39 @@ def test_model_repository_api_needs_the_admin_key(triton: TritonServer) -> None:
     assert client.is_model_ready("recommender")
     keyed = client.get_model_repository_index(headers={"triton-admin-key": triton.admin_key})
     assert {m["name"] for m in keyed} >= set(MODEL_LOAD_ORDER)
+
+
+def test_items_the_user_already_consumed_are_filtered_unless_asked_for(
+    trained: TrainedSet, grpc: RecommenderClient, http: RecommenderClient,
+    in_process: InProcessRecommender,
+) -> None:  # fmt: skip
+    train = trained.data.train
+    # The user with the most training interactions: the filter has the most to remove.
+    user = int(train["user_id"].value_counts().index[0])
+    history_length = trained.settings.serving.history_length
+    consumed = set(train[train["user_id"] == user].sort_values("timestamp")["item_id"]
+                   .tail(history_length))  # fmt: skip
+    top_k = 50
+    filtered = grpc.recommend(user, top_k)
+    assert len(filtered.item_ids) == top_k  # never shorter while the catalog has items
+    assert not consumed & set(filtered.item_ids)
+    assert filtered.item_ids == in_process.recommend(np.array([user]), top_k)[0].item_ids.tolist()
+    unfiltered = http.recommend(user, top_k, filter_seen=False)
+    want = in_process.recommend(np.array([user]), top_k, filter_seen=False)[0]
+    assert unfiltered.item_ids == want.item_ids.tolist()
+    assert consumed & set(unfiltered.item_ids), "the model ranks some consumed items high"
+
+
+def test_filters_that_remove_many_candidates_still_fill_top_k(
+    trained: TrainedSet, grpc: RecommenderClient, in_process: InProcessRecommender
+) -> None:
+    """Exclusions plus consumed items beyond the candidates retrieved per request: more
+    neighbours are searched, so the answer keeps top_k items."""
+    user = int(trained.data.train["user_id"].value_counts().index[0])
+    candidates = trained.settings.serving.num_candidates
+    first = grpc.recommend(user, candidates)
+    assert len(first.item_ids) == candidates
+    again = grpc.recommend(user, TOP_K, exclude_item_ids=first.item_ids)
+    assert len(again.item_ids) == TOP_K and not set(again.item_ids) & set(first.item_ids)
+    want = in_process.recommend(np.array([user]), TOP_K, [np.array(first.item_ids)])[0]
+    assert again.item_ids == want.item_ids.tolist()

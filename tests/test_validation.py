@@ -465,8 +465,8 @@ def test_bad_requests_in_the_ensemble_do_not_disturb_concurrent_good_ones(
 
 
 def test_direct_call_with_rows_outside_the_catalog_is_refused(triton: TritonServer) -> None:
-    """Negative catalog rows would wrap around in numpy: refused, not silently served."""
-    for rows in (-1, 10**6):
+    """Rows below -1 would wrap around in numpy (-1 marks an unfilled slot): refused."""
+    for rows in (-2, 10**6):  # -1 is an unfilled slot, allowed
         with pytest.raises(InferenceServerException, match="input 'candidate_rows' must"):
             raw_infer_model(triton, "item_features", np.full((1, 100), rows, np.int64))
 

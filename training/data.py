@@ -14,7 +14,7 @@ from merlin.io import Dataset
 from merlin.schema import Tags
 
 from datagen import SplitData
-from recsys.contract import LABEL, Catalog, FeatureSpec
+from recsys.contract import LABEL, TIMESTAMP, Catalog, FeatureSpec, History
 from recsys.schema import FeatureSchema
 from workflows.fitted import FittedWorkflows, stack_features, transform
 
@@ -41,6 +41,19 @@ def build_catalog(split: SplitData, schema: FeatureSchema, workflows: FittedWork
     item_ids = items[schema.items.id].to_numpy(np.int64)
     deciles = popularity_deciles(item_ids, split.train, schema.items.id)
     return Catalog(item_ids, categorical, continuous, deciles)
+
+
+def build_history(
+    train: pd.DataFrame, schema: FeatureSchema, catalog: Catalog, length: int
+) -> History:
+    """Each user's latest `length` training interactions as catalog rows, in time order."""
+    user_id, item_id = schema.users.id, schema.items.id
+    ordered = train.sort_values([user_id, TIMESTAMP], kind="stable")
+    latest = ordered.groupby(user_id, sort=False).tail(length) if length else ordered.iloc[:0]
+    rows = pd.Index(catalog.item_ids).get_indexer(latest[item_id].to_numpy())
+    user_ids, counts = np.unique(latest[user_id].to_numpy(np.int64), return_counts=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return History(user_ids, offsets, rows.astype(np.int64))
 
 
 def user_matrices(users: pd.DataFrame, workflows: FittedWorkflows) -> tuple[np.ndarray, np.ndarray]:

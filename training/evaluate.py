@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from datagen import SplitData
-from recsys.contract import LABEL, Catalog
+from recsys.contract import LABEL, Catalog, History, first_allowed, take_allowed
 from recsys.schema import FeatureSchema
 from training.data import frame_matrix
 from training.metrics import log_loss, recall_at_k, roc_auc
@@ -30,6 +30,7 @@ def evaluate(
     train_frame: pd.DataFrame,
     valid_frame: pd.DataFrame,
     catalog: Catalog,
+    history: History,
     workflows: FittedWorkflows,
     query_encoder: QueryEncoder,
     item_embeddings: np.ndarray,
@@ -44,14 +45,21 @@ def evaluate(
     user_cat, user_cont = stack_features(transform(workflows.user, users), workflows.user_spec)
     with torch.no_grad():
         queries = query_encoder(torch.from_numpy(user_cat), torch.from_numpy(user_cont)).numpy()
+    # As served: what a user consumed in the training window is filtered out, for the model
+    # and for the most-popular baseline alike.
     k = min(recall_k, len(catalog.item_ids))
-    _, top_rows = build_index(item_embeddings).search(queries, k)
-    retrieved = catalog.item_ids[top_rows]
+    seen = history.of(relevant.index.to_numpy(np.int64))
+    widest = max((len(rows) for rows in seen), default=0)
+    _, ranked = build_index(item_embeddings).search(queries, min(k + widest, len(catalog.item_ids)))
+    top_rows = take_allowed(ranked, first_allowed(ranked, seen, k), -1)
     train_positives = split.train[split.train[LABEL] > 0][item_id].value_counts()
-    popular = train_positives.index.to_numpy()[:k]
+    popular_rows = pd.Index(catalog.item_ids).get_indexer(train_positives.index.to_numpy())
+    popular_rows = popular_rows[popular_rows >= 0][: k + widest]
+    popular_ranked = np.tile(popular_rows, (len(seen), 1))
+    popular = take_allowed(popular_ranked, first_allowed(popular_ranked, seen, k), -1)
     relevant_sets = list(relevant.to_numpy())
-    recall = recall_at_k(retrieved, relevant_sets)
-    recall_popular = recall_at_k(np.tile(popular, (len(relevant_sets), 1)), relevant_sets)
+    recall = recall_at_k(_item_ids(catalog, top_rows), relevant_sets)
+    recall_popular = recall_at_k(_item_ids(catalog, popular), relevant_sets)
 
     # Ranking: every validation impression, against the item's smoothed training CTR.
     sparse_names, dense_names = ranking_inputs(workflows.user_spec, workflows.item_spec)
@@ -79,3 +87,8 @@ def evaluate(
         "validation_impressions": len(labels),
         "train_impressions": len(train_frame),
     }
+
+
+def _item_ids(catalog: Catalog, rows: np.ndarray) -> np.ndarray:
+    """Raw item ids of catalog rows; unfilled slots become -1 (never relevant)."""
+    return np.where(rows >= 0, catalog.item_ids[np.maximum(rows, 0)], -1)

@@ -20,6 +20,7 @@ from datagen import SplitData
 from monitoring.profile import build_reference_profile
 from recsys.contract import (
     CATALOG_FILE,
+    HISTORY_FILE,
     ITEM_EMBEDDINGS_FILE,
     ITEM_INDEX_FILE,
     METRICS_FILE,
@@ -31,7 +32,7 @@ from recsys.contract import (
 )
 from recsys.schema import FeatureSchema
 from recsys.settings import TrainingSettings
-from training.data import build_catalog, feature_frame, user_matrices
+from training.data import build_catalog, build_history, feature_frame, user_matrices
 from training.evaluate import build_index, evaluate
 from training.models import DLRM, QueryEncoder, RankingScorer
 from training.ranking import train_dlrm
@@ -70,6 +71,7 @@ def train_and_export(
     out_dir: Path,
     num_candidates: int = 100,
     top_k: int = 10,
+    history_length: int = 200,
 ) -> dict[str, float | int]:
     """Train both models, write every serving artefact into `out_dir`, return the metrics."""
     torch.manual_seed(settings.seed)
@@ -77,6 +79,7 @@ def train_and_export(
     out_dir.mkdir(parents=True, exist_ok=True)
     user_spec, item_spec = workflows.user_spec, workflows.item_spec
     catalog = build_catalog(split, schema, workflows)
+    history = build_history(split.train, schema, catalog, history_length)
     train_frame = feature_frame(split.train, split.users, catalog, schema, workflows)
     valid_frame = feature_frame(split.valid, split.users, catalog, schema, workflows)
 
@@ -88,7 +91,7 @@ def train_and_export(
         item_embeddings = two_tower.item_tower(
             torch.from_numpy(catalog.categorical), torch.from_numpy(catalog.continuous)
         ).numpy().astype(np.float32)  # fmt: skip
-    metrics = evaluate(split, schema, train_frame, valid_frame, catalog, workflows,
+    metrics = evaluate(split, schema, train_frame, valid_frame, catalog, history, workflows,
                        query_encoder, item_embeddings, dlrm, settings.recall_k)  # fmt: skip
 
     torch.jit.script(query_encoder).save(str(out_dir / QUERY_TOWER_FILE))
@@ -105,6 +108,7 @@ def train_and_export(
                                   index, catalog, dlrm, num_candidates, top_k)  # fmt: skip
     build_reference_profile(schema, requests, scores).save(out_dir / PROFILE_FILE)
     catalog.save(out_dir / CATALOG_FILE)
+    history.save(out_dir / HISTORY_FILE)
     split.users.to_parquet(out_dir / USER_TABLE_FILE, index=False)
     (out_dir / METRICS_FILE).write_text(json.dumps(_finite(metrics), indent=2))
     return metrics

@@ -46,18 +46,23 @@ class InProcessRecommender:
         top_k: int,
         exclude_item_ids: list[np.ndarray] | None = None,
         overrides: dict[str, np.ndarray] | None = None,
+        filter_seen: bool = True,
     ) -> list[Recommendation]:
-        raw = self.user_features.raw_columns(np.asarray(user_ids, dtype=np.int64))
+        """What the ensemble answers; `filter_seen` as the request input of that name."""
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        raw = self.user_features.raw_columns(user_ids)
         features = self.user_features.features
         for name, values in (overrides or {}).items():
             raw[name] = parse_override(name, features[name], np.asarray(values))
         user_cat, user_cont = self.user_features.transform(raw)
-        rows, _ = self.retrieval(user_cat, user_cont)
+        exclude = None
+        if exclude_item_ids is not None:
+            exclude = [np.asarray(ids, dtype=np.int64) for ids in exclude_item_ids]
+        seen = np.full(len(user_ids), filter_seen, dtype=bool)
+        rows, _ = self.retrieval(user_cat, user_cont, user_ids, exclude, seen)
         item_cat, item_cont = self.item_features(rows)
         scores = self.ranking(user_cat, user_cont, item_cat, item_cont)
         return [
-            self.reorder(
-                rows[i], scores[i], top_k, None if exclude_item_ids is None else exclude_item_ids[i]
-            )
+            self.reorder(rows[i], scores[i], top_k, None if exclude is None else exclude[i])
             for i in range(len(rows))
         ]

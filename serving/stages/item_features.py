@@ -17,4 +17,7 @@ class ItemFeatureStage:
         self.catalog = Catalog.load(version_dir / CATALOG_FILE)
 
     def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Unfilled candidate slots (NO_CANDIDATE) get row 0's features: ranked, then dropped
+        # by the reorder stage.
+        rows = np.maximum(rows, 0)
         return self.catalog.categorical[rows], self.catalog.continuous[rows]

@@ -48,11 +48,11 @@ class ReorderStage:
             )
         if not np.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-        item_ids = self.item_ids[rows]
-        keep = np.ones(len(rows), dtype=bool)
+        item_ids = self.item_ids[np.maximum(rows, 0)]
+        keep = rows >= 0  # NO_CANDIDATE slots: retrieval's filters left too few items
         if exclude_item_ids is not None and len(exclude_item_ids):
             # Negative values are padding, so one request can carry ragged exclude lists.
-            keep = ~np.isin(item_ids, exclude_item_ids[exclude_item_ids >= 0])
+            keep &= ~np.isin(item_ids, exclude_item_ids[exclude_item_ids >= 0])
         item_ids, scores = item_ids[keep], scores[keep]
         if temperature > 0:
             # Gumbel top-k draws k items without replacement from softmax(logit / T).

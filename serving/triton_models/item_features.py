@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.contract import NO_CANDIDATE
 from serving import triton_io
 from serving.stages import ItemFeatureStage
 
@@ -23,7 +24,7 @@ class TritonPythonModel:
     def _parse(self, request: Any) -> np.ndarray:
         # Rows index the catalog: a negative row would silently wrap to another item.
         rows = triton_io.required_input(request, "candidate_rows")
-        return triton_io.check_index("candidate_rows", rows, self.catalog_size)
+        return triton_io.check_index("candidate_rows", rows, self.catalog_size, NO_CANDIDATE)
 
     def _run(self, batch: list[np.ndarray]) -> list[Any]:
         sizes = [len(rows) for rows in batch]

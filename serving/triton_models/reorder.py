@@ -13,6 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from monitoring.live_metrics import LiveMetrics, load_profile, observe_results
+from recsys.contract import NO_CANDIDATE
 from serving import triton_io
 from serving.stages import Recommendation, ReorderStage
 from serving.triton_io import RequestError
@@ -40,7 +41,7 @@ class TritonPythonModel:
 
     def _parse(self, request: Any) -> ReorderRequest:
         rows = triton_io.required_input(request, "candidate_rows")
-        triton_io.check_index("candidate_rows", rows, len(self.stage.item_ids))
+        triton_io.check_index("candidate_rows", rows, len(self.stage.item_ids), NO_CANDIDATE)
         scores = triton_io.check_finite(
             "ranking_scores", triton_io.required_input(request, "ranking_scores")
         )

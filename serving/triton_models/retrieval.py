@@ -1,7 +1,9 @@
-"""Triton model `retrieval`: user features -> query tower -> top candidates by inner product."""
+"""Triton model `retrieval`: user features -> query tower -> top candidates by inner product,
+without the user's consumed items (unless `filter_seen` is False) and excluded ids."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,8 +11,16 @@ import torch
 
 from serving import triton_io
 from serving.stages import RetrievalStage
+from serving.triton_io import RequestError
 
-UserFeatures = tuple[np.ndarray, np.ndarray]
+
+@dataclass(frozen=True)
+class RetrievalRequest:
+    user_cat: np.ndarray  # [B, W]
+    user_cont: np.ndarray  # [B, n]
+    user_ids: np.ndarray | None  # [B]
+    exclude: list[np.ndarray] | None  # B arrays of raw ids, negative = padding
+    filter_seen: np.ndarray | None  # [B] bool
 
 
 class TritonPythonModel:
@@ -19,24 +29,56 @@ class TritonPythonModel:
         params = triton_io.parameters(args)
         torch.set_num_threads(int(params["torch_threads"]))
         num_candidates = int(params["num_candidates"])
+        self.max_exclude = int(params["max_exclude"])
         self.stage = triton_io.load_stage(
             args, lambda directory: RetrievalStage(directory, num_candidates)
         )
 
-    def _parse(self, request: Any) -> UserFeatures:
-        # Only the ensemble's user_features step feeds this model, but it can be called
+    def _parse(self, request: Any) -> RetrievalRequest:
+        # The ensemble's user_features step feeds the features, but the model can be called
         # directly: non-finite values would come back as garbage neighbours, not errors.
         user_cat = triton_io.required_input(request, "user_categorical")
         user_cont = triton_io.required_input(request, "user_continuous")
         triton_io.check_index("user_categorical", user_cat)
         triton_io.check_finite("user_continuous", user_cont)
-        return user_cat, user_cont
-
-    def _run(self, batch: list[UserFeatures]) -> list[Any]:
-        sizes = [len(cat) for cat, _ in batch]
-        rows, scores = self.stage(
-            np.concatenate([cat for cat, _ in batch]), np.concatenate([cont for _, cont in batch])
+        rows = len(user_cat)
+        user_ids = triton_io.optional_input(request, "user_id")
+        exclude = triton_io.optional_input(request, "exclude_item_ids")
+        if exclude is not None and exclude.shape[-1] > self.max_exclude:
+            # Checked here, before any search: an unbounded list would cost every stage.
+            raise RequestError(
+                f"input 'exclude_item_ids' has {exclude.shape[-1]} ids; at most "
+                f"{self.max_exclude} are accepted"
+            )
+        filter_seen = triton_io.optional_input(request, "filter_seen")
+        return RetrievalRequest(
+            user_cat,
+            user_cont,
+            None if user_ids is None else user_ids.reshape(rows).astype(np.int64),
+            None if exclude is None else list(exclude.reshape(rows, -1)),
+            None if filter_seen is None else filter_seen.reshape(rows).astype(bool),
         )
+
+    def _run(self, batch: list[RetrievalRequest]) -> list[Any]:
+        sizes = [len(item.user_cat) for item in batch]
+        user_ids = exclude = filter_seen = None
+        if all(item.user_ids is not None for item in batch):
+            user_ids = np.concatenate([item.user_ids for item in batch])  # type: ignore[misc]
+            filter_seen = np.concatenate([
+                np.ones(size, dtype=bool) if item.filter_seen is None else item.filter_seen
+                for size, item in zip(sizes, batch, strict=True)
+            ])  # fmt: skip
+        if any(item.exclude is not None for item in batch):
+            exclude = [
+                ids
+                for size, item in zip(sizes, batch, strict=True)
+                for ids in (item.exclude or [np.empty(0, np.int64)] * size)
+            ]
+        rows, scores = self.stage(
+            np.concatenate([item.user_cat for item in batch]),
+            np.concatenate([item.user_cont for item in batch]),
+            user_ids, exclude, filter_seen,
+        )  # fmt: skip
         outputs = {
             "candidate_rows": triton_io.split(rows, sizes),
             "retrieval_scores": triton_io.split(scores, sizes),

@@ -111,18 +111,20 @@ def _query_tower_problems(
 def _catalog_problems(
     repository: Path, version: int, item_spec: FeatureSpec
 ) -> tuple[int | None, list[str]]:
-    """(the catalog's item count, problems); item_features and reorder carry one catalog."""
-    first, second = (
-        repository / name / str(version) / CATALOG_FILE for name in ("item_features", "reorder")
+    """(the catalog's item count, problems); retrieval, item_features and reorder carry one
+    catalog."""
+    first, *others = (
+        repository / name / str(version) / CATALOG_FILE
+        for name in ("item_features", "retrieval", "reorder")
     )
     try:
-        same = sha256_file(first) == sha256_file(second)
+        same = all(sha256_file(first) == sha256_file(other) for other in others)
         with np.load(first) as catalog:
             categorical, continuous = catalog["categorical"], catalog["continuous"]
             rows = len(catalog["item_ids"])
     except Exception as exc:
         return None, [f"the catalog does not load: {exc}"]
-    problems = [] if same else ["item_features and reorder carry different catalogs"]
+    problems = [] if same else ["retrieval, item_features and reorder carry different catalogs"]
     widths = (categorical.shape[1:], continuous.shape[1:])
     if widths != ((item_spec.categorical_width,), (len(item_spec.continuous),)):
         problems.append(
