@@ -71,18 +71,20 @@ def atomic(archive: zipfile.ZipFile, suffix: str) -> pd.DataFrame:
 def write_release(archive: zipfile.ZipFile, out: Path) -> dict[str, int]:
     """The three atomic files as GroupLens' ml-100k files; returns row counts."""
     ratings, users, items = (atomic(archive, s) for s in ("inter", "user", "item"))
+    for name, frame, width in (("inter", ratings, 4), ("user", users, 5), ("item", items, 4)):
+        if frame.shape[1] != width:
+            raise FetchError(f"{PREFIX}.{name} has columns {list(frame.columns)}, expected {width}")
     out.mkdir(parents=True, exist_ok=True)
-    ratings[["user_id", "item_id", "rating", "timestamp"]].to_csv(
-        out / "u.data", sep="\t", header=False, index=False
-    )
-    users[["user_id", "age", "gender", "occupation", "zip_code"]].to_csv(
-        out / "u.user", sep="|", header=False, index=False
-    )
+    # RecBole keeps GroupLens' column order in .inter and .user: written back as they are.
+    ratings.to_csv(out / "u.data", sep="\t", header=False, index=False)
+    users.to_csv(out / "u.user", sep="|", header=False, index=False)
     lines = []
     for row in items.itertuples(index=False):
-        year = f" ({row.release_year})" if row.release_year else ""
-        flags = [str(int(genre in row[3].split())) for genre in GENRES]
-        lines.append("|".join([row.item_id, f"{row.movie_title}{year}", "", "", "", *flags]))
+        # GroupLens' u.item: id|title (year)|release date|video date|IMDb URL|19 flags.
+        item_id, title, released, tokens = row
+        suffix = f" ({released})" if released else ""
+        flags = [str(int(genre in tokens.split())) for genre in GENRES]
+        lines.append("|".join([item_id, f"{title}{suffix}", "", "", "", *flags]))
     (out / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1", "replace"))
     (out / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(GENRES)) + "\n")
     return {"ratings": len(ratings), "users": len(users), "items": len(items)}
