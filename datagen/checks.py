@@ -57,7 +57,7 @@ def numbers(series: pd.Series, where: str, column: str, *, integer: bool) -> pd.
         fail(
             where,
             column,
-            f"non-numeric value {series.iloc[row]!r} in row {row} " f"({int(bad.sum())} such rows)",
+            f"non-numeric value {series.iloc[row]!r} in row {row} ({int(bad.sum())} such rows)",
         )
     if integer and parsed.dtype.kind == "f":
         fractional = parsed.notna() & (parsed != np.floor(parsed))
@@ -73,7 +73,7 @@ def _no_missing(series: pd.Series, missing: pd.Series, where: str, column: str, 
         fail(
             where,
             column,
-            f"{int(missing.sum())} missing value(s) in a {what} " f"(first in row {row})",
+            f"{int(missing.sum())} missing value(s) in a {what} (first in row {row})",
         )
 
 

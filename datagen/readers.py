@@ -61,7 +61,7 @@ def read_text(
         )
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataFormatError(
-            f"{path}: cannot be read as {sep!r}-separated text " f"({encoding}): {exc}"
+            f"{path}: cannot be read as {sep!r}-separated text ({encoding}): {exc}"
         ) from exc
 
 
@@ -127,7 +127,7 @@ def gather_flags(directory: Path, spec: TableFile, flags: pd.DataFrame) -> pd.Se
         names_path = directory / spec.flag_names_file
         if not names_path.exists():
             raise DataFormatError(
-                f"{names_path}: missing file (names of the flag columns of " f"{spec.file})"
+                f"{names_path}: missing file (names of the flag columns of {spec.file})"
             )
         lines = names_path.read_text(encoding=spec.encoding).splitlines()
         names = [line.split(spec.flag_names_sep)[0] for line in lines if line.strip()]
@@ -207,7 +207,7 @@ def read_release(schema: FeatureSchema, directory: Path) -> RawData:
     if release.users is not None:
         if not (directory / release.users.file).exists():
             raise DataFormatError(
-                f"{directory / release.users.file}: missing file (release " f"{name} needs it)"
+                f"{directory / release.users.file}: missing file (release {name} needs it)"
             )
         users = canonical_entity(
             read_table_file(directory, release.users),

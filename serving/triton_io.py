@@ -89,6 +89,16 @@ def check_index(
     return array
 
 
+def check_exclude(array: np.ndarray | None, max_exclude: int) -> np.ndarray | None:
+    """`exclude_item_ids` (optional) holds at most `max_exclude` ids per row."""
+    if array is not None and array.shape[-1] > max_exclude:
+        raise RequestError(
+            f"input 'exclude_item_ids' has {array.shape[-1]} ids; at most "
+            f"{max_exclude} are accepted"
+        )
+    return array
+
+
 def split(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(array, np.cumsum(sizes)[:-1])
 

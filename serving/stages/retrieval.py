@@ -48,10 +48,9 @@ class RetrievalStage:
         n = len(user_ids) if user_ids is not None else len(exclude_item_ids or [])
         excluded = [np.empty(0, dtype=np.int64) for _ in range(n)]
         if user_ids is not None:
-            seen = self.history.of(user_ids)
-            wanted = np.ones(n, dtype=bool) if filter_seen is None else filter_seen
-            excluded = [rows if keep else none for rows, keep, none in
-                        zip(seen, wanted.tolist(), excluded, strict=True)]  # fmt: skip
+            for i, rows in enumerate(self.history.of(user_ids)):
+                if filter_seen is None or filter_seen[i]:
+                    excluded[i] = rows
         if exclude_item_ids is not None:
             for i, ids in enumerate(exclude_item_ids):
                 rows = self._row_of.get_indexer(ids[ids >= 0])

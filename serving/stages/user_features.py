@@ -21,6 +21,7 @@ from recsys.contract import (
     USER_WORKFLOW_DIR,
     FeatureSpec,
     read_schema,
+    row_of_id,
 )
 from recsys.schema import Feature
 from workflows.compiled import CompiledWorkflow
@@ -69,10 +70,7 @@ class UserFeatureStage:
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each id in the stored arrays; unknown ids get the null row."""
-        positions = np.searchsorted(self.ids, user_ids)
-        positions = np.minimum(positions, len(self.ids) - 1) if len(self.ids) else positions
-        found = len(self.ids) > 0 and self.ids[positions] == user_ids
-        return np.where(found, positions, len(self.ids))
+        return row_of_id(self.ids, user_ids)
 
     def raw_columns(self, user_ids: np.ndarray) -> RawColumns:
         """Stored raw features per user id; unknown users get nulls (served as OOV/null)."""

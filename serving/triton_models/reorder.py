@@ -45,12 +45,9 @@ class TritonPythonModel:
         scores = triton_io.check_finite(
             "ranking_scores", triton_io.required_input(request, "ranking_scores")
         )
-        exclude = triton_io.optional_input(request, "exclude_item_ids")
-        if exclude is not None and exclude.shape[-1] > self.max_exclude:
-            raise RequestError(
-                f"input 'exclude_item_ids' has {exclude.shape[-1]} ids; at most "
-                f"{self.max_exclude} are accepted"
-            )
+        exclude = triton_io.check_exclude(
+            triton_io.optional_input(request, "exclude_item_ids"), self.max_exclude
+        )
         temperature = triton_io.optional_input(request, "temperature")
         return ReorderRequest(
             rows,

@@ -11,7 +11,6 @@ import torch
 
 from serving import triton_io
 from serving.stages import RetrievalStage
-from serving.triton_io import RequestError
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,10 @@ class TritonPythonModel:
         triton_io.check_finite("user_continuous", user_cont)
         rows = len(user_cat)
         user_ids = triton_io.optional_input(request, "user_id")
-        exclude = triton_io.optional_input(request, "exclude_item_ids")
-        if exclude is not None and exclude.shape[-1] > self.max_exclude:
-            # Checked here, before any search: an unbounded list would cost every stage.
-            raise RequestError(
-                f"input 'exclude_item_ids' has {exclude.shape[-1]} ids; at most "
-                f"{self.max_exclude} are accepted"
-            )
+        # Checked here, before any search: an unbounded list would cost every stage.
+        exclude = triton_io.check_exclude(
+            triton_io.optional_input(request, "exclude_item_ids"), self.max_exclude
+        )
         filter_seen = triton_io.optional_input(request, "filter_seen")
         return RetrievalRequest(
             user_cat,
