@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------
-# libb64-0d: perf_analyzer; prometheus: promtool, which checks the chart's alert rules.
-DEBIAN_PACKAGES=(libb64-0d prometheus)
+# libb64-0d: perf_analyzer; prometheus: promtool, which checks the chart's alert rules;
+# hey, wrk: compiled HTTP load tools (overload test, FastAPI-vs-Triton baseline).
+DEBIAN_PACKAGES=(libb64-0d prometheus hey wrk)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
