@@ -102,7 +102,7 @@ def load_settings(
     `schema` (or $RECSYS_SCHEMA) replaces the configured feature schema."""
     config_path = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG_PATH)
     try:
-        raw = yaml.safe_load(config_path.read_text()) or {}
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise SettingsError(f"config file {config_path} does not exist") from exc
     except yaml.YAMLError as exc:
