@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from monitoring.profile import MISSING, FeatureProfile, ReferenceProfile
 from recsys.settings import MonitoringSettings, load_settings
@@ -115,17 +114,23 @@ def subtract(after: Counts, before: Counts) -> Counts:
     }
 
 
+def _column(rows: list[dict[str, object]], name: str) -> np.ndarray:
+    column = np.empty(len(rows), dtype=object)
+    column[:] = [row.get(name) for row in rows]
+    return column
+
+
 def counts_from_log(profile: ReferenceProfile, log: Path) -> Counts:
     """Bin counts from a JSON-lines log of raw requests (and optional served `scores`)."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    frame = pd.DataFrame(rows)
     counts: Counts = {}
     for feature in profile.features:
-        values = frame[feature.name].to_numpy() if feature.name in frame else np.full(
-            len(frame), None, dtype=object)  # fmt: skip
+        values = _column(rows, feature.name)
         counts[feature.name] = {k: float(v) for k, v in feature.counts(values).items()}
-    if "scores" in frame:
-        scores = np.concatenate([np.asarray(s, dtype=np.float64) for s in frame["scores"]])
+    served = [np.asarray(row["scores"], dtype=np.float64).reshape(-1)
+              for row in rows if row.get("scores") is not None]  # fmt: skip
+    if served:
+        scores = np.concatenate(served)
         counts["score"] = {k: float(v) for k, v in profile.scores.counts(scores).items()}
     return counts
 

@@ -4,6 +4,12 @@ Counters appear on Triton's metrics endpoint (port 8002) beside its own nv_* met
 labelled by model and version. Feature and score bins come from the version's reference
 profile, so `monitoring.drift` can compare live counts with it bin for bin.
 
+Counting runs on every served batch: the counter layout is compiled once per model
+version (monitoring/batch_counts.py) and a batch costs a few numpy calls plus one
+increment per non-zero counter. With `monitoring.sample_rate` below 1 only that share of
+batches is counted, each count scaled by 1/rate, so every counter stays an unbiased
+estimate of the full count (recsys_requests_total is always exact).
+
     recsys_requests_total{model,version}                user rows seen
     recsys_feature_bin_total{model,version,feature,bin} raw request features, binned
     recsys_oov_total{model,version,feature}             ids/categories out of vocabulary
@@ -22,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from monitoring.batch_counts import Key, ResultCountPlan, UserCountPlan
 from monitoring.profile import ReferenceProfile
-from recsys.contract import OOV_INDEX, PROFILE_FILE, FeatureSpec
+from recsys.contract import PROFILE_FILE, FeatureSpec
 from recsys.schema import FeatureSchema
+from recsys.settings import load_settings
 
 FAMILIES: dict[str, str] = {
     "recsys_requests_total": "User rows seen by the feature transform",
@@ -46,9 +53,14 @@ def load_profile(version_dir: Path) -> ReferenceProfile | None:
 
 
 class LiveMetrics:
-    """Counter families for one model version; metrics per label set are created once."""
+    """Counter families for one model version; metrics per label set are created once.
 
-    def __init__(self, pb_utils: Any, model: str, version: str) -> None:
+    `sample_rate` None reads `monitoring.sample_rate` from the configuration the server was
+    started with ($RECSYS_CONFIG or config/default.yaml)."""
+
+    def __init__(
+        self, pb_utils: Any, model: str, version: str, sample_rate: float | None = None
+    ) -> None:
         self._pb = pb_utils
         self._labels = {"model": model, "version": version}
         self._families = {
@@ -57,17 +69,43 @@ class LiveMetrics:
             )
             for name, text in FAMILIES.items()
         }
-        self._metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._metrics: dict[Key, Any] = {}
+        self._plans: dict[tuple[int, ...], tuple[tuple[object, ...], Any]] = {}
+        self.sample_rate = load_settings().monitoring.sample_rate if sample_rate is None else (
+            sample_rate)  # fmt: skip
+        if not 0.0 < self.sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+        self._rng = np.random.default_rng()
 
     def increment(self, family: str, amount: float, **labels: str) -> None:
-        if amount <= 0:
-            return
-        key = (family, tuple(sorted(labels.items())))
+        if amount > 0:
+            self._increment((family, tuple(sorted(labels.items()))), amount)
+
+    def _increment(self, key: Key, amount: float) -> None:
         metric = self._metrics.get(key)
         if metric is None:
-            metric = self._families[family].Metric(labels={**self._labels, **labels})
+            metric = self._families[key[0]].Metric(labels={**self._labels, **dict(key[1])})
             self._metrics[key] = metric
         metric.increment(float(amount))
+
+    def add(self, keys: Sequence[Key], counts: np.ndarray, scale: float = 1.0) -> None:
+        """Increment the counter of every slot whose count is positive."""
+        for slot in np.flatnonzero(counts > 0):
+            self._increment(keys[slot], float(counts[slot]) * scale)
+
+    def sampled(self) -> bool:
+        """Whether this batch is counted (always, at the default rate 1)."""
+        return self.sample_rate >= 1.0 or bool(self._rng.random() < self.sample_rate)
+
+    def plan(self, sources: tuple[object, ...], build: Any) -> Any:
+        """`build()` once per combination of `sources` (compared by identity: the model's
+        profile, spec and schema objects live as long as the model version)."""
+        ident = tuple(id(s) for s in sources)
+        cached = self._plans.get(ident)
+        if cached is None or any(a is not b for a, b in zip(cached[0], sources, strict=True)):
+            cached = (sources, build())
+            self._plans[ident] = cached
+        return cached[1]
 
     def log_failure(self, what: str) -> None:
         """Log the exception being handled at error level in the server log. Called from an
@@ -94,33 +132,17 @@ def observe_user_features(
     Never raises: counters are a side channel, and an exception here would fail the batch
     of requests being answered (it is logged instead)."""
     try:
-        _count_user_features(metrics, profile, raw, categorical, spec, schema)
+        plan: UserCountPlan = metrics.plan(
+            (profile, spec, schema), lambda: UserCountPlan.compile(profile, spec, schema)
+        )
+        if not metrics.sampled():
+            metrics.add(plan.keys[:1], np.array([len(categorical)], dtype=np.float64))
+            return
+        counts = plan.count(raw, categorical)
+        metrics.add(plan.keys[:1], counts[:1])
+        metrics.add(plan.keys[1:], counts[1:], 1.0 / metrics.sample_rate)
     except Exception:
         metrics.log_failure("counting user features (monitoring.live_metrics)")
-
-
-def _count_user_features(
-    metrics: LiveMetrics,
-    profile: ReferenceProfile | None,
-    raw: dict[str, np.ndarray],
-    categorical: np.ndarray,
-    spec: FeatureSpec,
-    schema: FeatureSchema,
-) -> None:
-    metrics.increment("recsys_requests_total", len(categorical))
-    monitored = schema.monitored()
-    tracked = {schema.users.id} | {n for n, f in monitored.items() if f.kind == "categorical"}
-    for name, width, start in zip(spec.categorical, spec.widths, spec.offsets(), strict=True):
-        if name in tracked and width == 1:
-            oov = int(np.count_nonzero(categorical[:, start] == OOV_INDEX))
-            metrics.increment("recsys_oov_total", oov, feature=name)
-    for name in monitored:
-        metrics.increment("recsys_missing_total", int(pd.isna(raw[name]).sum()), feature=name)
-    if profile is None:
-        return
-    for feature in profile.features:
-        for label, count in feature.counts(raw[feature.name]).items():
-            metrics.increment("recsys_feature_bin_total", count, feature=feature.name, bin=label)
 
 
 def observe_results(
@@ -134,24 +156,9 @@ def observe_results(
 
     Never raises, like observe_user_features: a failing counter is logged, the answer sent."""
     try:
-        _count_results(metrics, profile, scores, deciles, top_k)
+        if not metrics.sampled():
+            return
+        plan: ResultCountPlan = metrics.plan((profile,), lambda: ResultCountPlan.compile(profile))
+        metrics.add(plan.keys, plan.count(scores, deciles, top_k), 1.0 / metrics.sample_rate)
     except Exception:
         metrics.log_failure("counting results (monitoring.live_metrics)")
-
-
-def _count_results(
-    metrics: LiveMetrics,
-    profile: ReferenceProfile | None,
-    scores: Sequence[np.ndarray],
-    deciles: Sequence[np.ndarray],
-    top_k: Sequence[int],
-) -> None:
-    metrics.increment("recsys_short_results_total",
-                      sum(len(s) < k for s, k in zip(scores, top_k, strict=True)))  # fmt: skip
-    served = np.concatenate(list(deciles)) if deciles else np.empty(0, dtype=np.int8)
-    for decile, count in zip(*np.unique(served, return_counts=True), strict=True):
-        metrics.increment("recsys_served_items_total", int(count), popularity_decile=str(decile))
-    if profile is None or not scores:
-        return
-    for label, count in profile.scores.counts(np.concatenate(list(scores))).items():
-        metrics.increment("recsys_score_bin_total", count, bin=label)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from monitoring.binning import MISSING, OTHER, Binner, is_missing
 from recsys.schema import FeatureSchema
 
-MISSING = "__missing__"
-OTHER = "__other__"
 SCORE_EDGES = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
 
 
@@ -32,23 +32,18 @@ class FeatureProfile:
     edges: tuple[float, ...] = ()  # numeric: inner quantile edges
     values: tuple[str, ...] = ()  # categorical: tracked values
 
+    @cached_property
+    def binner(self) -> Binner:
+        """The bins compiled for vectorised lookups, once per profile (profiles are frozen)."""
+        return Binner.compile(self.kind, self.bins, self.edges, self.values)
+
     def bin_labels(self, values: np.ndarray) -> np.ndarray:
-        """The bin label of every value (vectorised; used by the server and the report)."""
-        values = np.asarray(values, dtype=object)
-        missing = pd.isna(values)
-        if self.kind == "numeric":
-            numbers = np.where(missing, 0.0, values).astype(np.float64)
-            index = np.searchsorted(np.asarray(self.edges), numbers, side="right")
-            labels = np.asarray(self.bins[:-1], dtype=object)[index]
-        else:
-            known = pd.Index(self.values).get_indexer(np.where(missing, "", values).astype(str))
-            labels = np.where(known >= 0, np.asarray(self.values, dtype=object)[known], OTHER)
-        return np.where(missing, MISSING, labels)
+        """The bin label of every value (used by the drift report and tests)."""
+        return np.asarray(self.bins, dtype=object)[self.binner.index(values)]
 
     def counts(self, values: np.ndarray) -> dict[str, int]:
-        labels, counts = np.unique(self.bin_labels(values).astype(str), return_counts=True)
-        found = dict(zip(labels.tolist(), counts.tolist(), strict=True))
-        return {label: int(found.get(label, 0)) for label in self.bins}
+        found = self.binner.counts(values)
+        return {label: int(found[i]) for i, label in enumerate(self.bins)}
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,7 @@ def _shares(profile: FeatureProfile, values: np.ndarray) -> tuple[float, ...]:
 
 
 def numeric_profile(name: str, values: np.ndarray, quantiles: int = 10) -> FeatureProfile:
-    present = values[~pd.isna(values)].astype(np.float64)
+    present = values[~is_missing(values)].astype(np.float64)
     edges = tuple(np.unique(np.quantile(present, np.linspace(0, 1, quantiles + 1)[1:-1])))
     bins = (*(f"q{i}" for i in range(len(edges) + 1)), MISSING)
     draft = FeatureProfile(name, "numeric", bins, (), edges)

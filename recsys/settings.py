@@ -79,6 +79,9 @@ class MonitoringSettings(_Section):
     psi_threshold: float = Field(0.2, gt=0.0)
     ks_threshold: float = Field(0.1, gt=0.0, lt=1.0)
     min_count: int = Field(200, ge=1)
+    # Share of served batches the live counters bin (counts scaled by 1/rate, so they stay
+    # unbiased); below 1 trades counter precision for less work per request.
+    sample_rate: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class Settings(_Section):

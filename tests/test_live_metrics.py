@@ -4,19 +4,26 @@ pb_utils stands in for triton_python_backend_utils."""
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
 
+from monitoring.batch_counts import Key, ResultCountPlan, UserCountPlan
 from monitoring.live_metrics import LiveMetrics, observe_results, observe_user_features
 from monitoring.profile import (
+    MISSING,
+    OTHER,
+    FeatureProfile,
     ReferenceProfile,
     categorical_profile,
     numeric_profile,
     score_profile,
 )
-from recsys.contract import FeatureSpec
+from recsys.contract import OOV_INDEX, FeatureSpec
 from recsys.schema import load_schema
 
 SCHEMA = load_schema("synthetic")
@@ -124,3 +131,149 @@ def test_a_failing_logger_does_not_raise_either() -> None:
 
     pb.Logger.log_error = staticmethod(log_error)  # type: ignore[method-assign]
     observe_both(pb)
+
+
+# Parity: the vectorised counts equal a plain per-value computation of the same counters.
+
+
+def _null(value: object) -> bool:
+    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
+
+
+def _reference_bin(feature: FeatureProfile, value: object) -> str:
+    if _null(value):
+        return MISSING
+    if feature.kind == "numeric":
+        return feature.bins[bisect.bisect_right(feature.edges, float(value))]  # type: ignore[arg-type]
+    return str(value) if str(value) in feature.values else OTHER
+
+
+def reference_user_counts(
+    profile: ReferenceProfile | None, raw: dict[str, np.ndarray], categorical: np.ndarray
+) -> dict[Key, float]:
+    counts: Counter[Key] = Counter({("recsys_requests_total", ()): len(categorical)})
+    monitored = SCHEMA.monitored()
+    tracked = {"user_id"} | {n for n, f in monitored.items() if f.kind == "categorical"}
+    for name, start in zip(SPEC.categorical, SPEC.offsets(), strict=True):
+        if name in tracked:
+            for index in categorical[:, start]:
+                counts[("recsys_oov_total", (("feature", name),))] += int(index == OOV_INDEX)
+    for name in monitored:
+        for value in raw[name]:
+            counts[("recsys_missing_total", (("feature", name),))] += int(_null(value))
+    for feature in profile.features if profile else ():
+        for value in raw[feature.name]:
+            label = _reference_bin(feature, value)
+            counts[("recsys_feature_bin_total", (("bin", label), ("feature", feature.name)))] += 1
+    return {k: float(v) for k, v in counts.items() if v}
+
+
+def parity_profile(rng: np.random.Generator) -> ReferenceProfile:
+    countries = np.array([*"abcde", 7, None], dtype=object)[rng.integers(0, 7, 400)]
+    return ReferenceProfile(
+        (
+            numeric_profile("age", rng.integers(10, 90, 400).astype(np.float64)),
+            categorical_profile("country", countries),
+            categorical_profile("zipcode", rng.integers(100, 130, 400)),
+        ),
+        score_profile(rng.uniform(0, 1, 400)),
+    )
+
+
+def random_batch(rng: np.random.Generator, rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Nulls (None and NaN), out-of-profile values, numbers among strings, and whole
+    columns of each dtype the raw columns and overrides can carry."""
+    # Whole numbers: values equal to the profile's quantile edges are frequent.
+    age = rng.integers(0, 120, rows).astype(np.float32)
+    age[rng.random(rows) < 0.2] = np.nan
+    pool = np.array(["a", "b", "e", "zz", "", 7, "7", None, np.nan, 3.5], dtype=object)
+    country = pool[rng.integers(0, len(pool), rows)]
+    device = np.array(["ios", "web", None, np.nan], dtype=object)[rng.integers(0, 4, rows)]
+    zipcode: np.ndarray = rng.integers(95, 135, rows)  # int64, as a dtype: int64 override
+    if rng.random() < 0.5:
+        zipcode = np.where(rng.random(rows) < 0.2, None, zipcode.astype(object))
+    categorical = rng.integers(0, 6, size=(rows, len(SPEC.categorical)))
+    return {"age": age, "country": country, "device": device, "zipcode": zipcode}, categorical
+
+
+def plan_counts(plan: UserCountPlan, counts: np.ndarray) -> dict[Key, float]:
+    return {plan.keys[i]: float(counts[i]) for i in np.flatnonzero(counts)}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_vectorised_user_counts_equal_a_per_value_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    reference_profile = None if seed % 5 == 4 else parity_profile(rng)
+    plan = UserCountPlan.compile(reference_profile, SPEC, SCHEMA)
+    for rows in (1, 2, int(rng.integers(3, 65))):
+        raw, categorical = random_batch(rng, rows)
+        expected = reference_user_counts(reference_profile, raw, categorical)
+        assert plan_counts(plan, plan.count(raw, categorical)) == expected
+        if reference_profile is not None:
+            for feature in reference_profile.features:
+                per_value = Counter(_reference_bin(feature, v) for v in raw[feature.name])
+                assert feature.counts(raw[feature.name]) == {b: per_value[b] for b in feature.bins}
+
+
+def test_counters_on_the_metrics_api_equal_the_reference() -> None:
+    rng = np.random.default_rng(99)
+    reference_profile = parity_profile(rng)
+    pb = FakePbUtils()
+    metrics = LiveMetrics(pb, "user_features", "4", sample_rate=1.0)
+    expected: Counter[Key] = Counter()
+    for _ in range(5):
+        raw, categorical = random_batch(rng, int(rng.integers(1, 65)))
+        observe_user_features(metrics, reference_profile, raw, categorical, SPEC, SCHEMA)
+        expected.update(reference_user_counts(reference_profile, raw, categorical))
+    assert pb.errors == []
+    got = {
+        (dict(k)["family"], tuple((n, v) for n, v in k if n not in ("family", "model", "version"))):
+        v for k, v in pb.counts.items()
+    }  # fmt: skip
+    assert got == dict(expected)
+
+
+def test_vectorised_result_counts_equal_a_per_value_reference() -> None:
+    rng = np.random.default_rng(5)
+    reference_profile = parity_profile(rng)
+    plan = ResultCountPlan.compile(reference_profile)
+    scores = [rng.uniform(0, 1, int(rng.integers(0, 11))) for _ in range(40)]
+    scores[3][:1] = np.nan
+    deciles = [rng.integers(0, 10, len(s)).astype(np.int8) for s in scores]
+    top_k = [int(k) for k in rng.integers(1, 11, len(scores))]
+    expected: Counter[Key] = Counter()
+    expected[("recsys_short_results_total", ())] = sum(
+        len(s) < k for s, k in zip(scores, top_k, strict=True))  # fmt: skip
+    for row in deciles:
+        for d in row:
+            expected[("recsys_served_items_total", (("popularity_decile", str(d)),))] += 1
+    for row in scores:
+        for value in row:
+            label = _reference_bin(reference_profile.scores, value)
+            expected[("recsys_score_bin_total", (("bin", label),))] += 1
+    counts = plan.count(scores, deciles, top_k)
+    assert {plan.keys[i]: counts[i] for i in np.flatnonzero(counts)} == {
+        k: float(v) for k, v in expected.items() if v}  # fmt: skip
+
+
+def test_sampled_counting_keeps_request_rows_exact_and_scales_the_rest() -> None:
+    pb = FakePbUtils()
+    metrics = LiveMetrics(pb, "user_features", "1", sample_rate=0.25)
+    raw = {"age": np.array([30.0]), "country": np.array(["a"], dtype=object),
+           "device": np.array([None], dtype=object),
+           "zipcode": np.array(["1"], dtype=object)}  # fmt: skip
+    categorical = np.array([[OOV_INDEX, 5, 5, 5]])
+    for _ in range(2000):
+        observe_user_features(metrics, profile(), raw, categorical, SPEC, SCHEMA)
+    by_family = {dict(k)["family"]: v for k, v in pb.counts.items()
+                 if dict(k).get("feature") in (None, "device")}  # fmt: skip
+    assert by_family["recsys_requests_total"] == 2000
+    missing = by_family["recsys_missing_total"]
+    assert missing % 4 == 0  # each counted batch stands for 1/rate batches
+    assert 2000 * 0.75 < missing < 2000 * 1.25  # binomial(2000, 0.25) * 4: sd ~ 77
+
+
+def test_sample_rate_comes_from_the_configuration() -> None:
+    assert LiveMetrics(FakePbUtils(), "m", "1").sample_rate == 1.0
+    with pytest.raises(ValueError, match="sample_rate"):
+        LiveMetrics(FakePbUtils(), "m", "1", sample_rate=0.0)
