@@ -52,6 +52,7 @@ from perf_analyzer.sweep import SweepResult, held_out_users, run_sweep
 from recsys.contract import (
     CATALOG_FILE,
     FEATURE_SPEC_FILE,
+    HISTORY_FILE,
     ITEM_INDEX_FILE,
     QUERY_TOWER_FILE,
     RANKING_FILE,
@@ -61,6 +62,7 @@ from recsys.contract import (
     USER_WORKFLOW_DIR,
     Catalog,
     FeatureSpec,
+    History,
     read_schema,
     row_of_id,
 )
@@ -71,6 +73,7 @@ EXECUTOR_MODEL = "executor_model"
 # PredictPyTorch takes whatever the schemas say).
 USER_CATEGORICAL, USER_CONTINUOUS = "user_categorical", "user_continuous"
 ITEM_CATEGORICAL, ITEM_CONTINUOUS = "item_categorical", "item_continuous"
+USER_HISTORY = "user_history"
 QUERY, CLICK, CANDIDATE_ITEM_ID = "query", "click", "item_id"
 # SoftmaxSampling's output names (merlin/systems/dag/ops/softmax_sampling.py).
 ORDERED_IDS, ORDERED_SCORES = "ordered_ids", "ordered_scores"
@@ -170,6 +173,54 @@ class UserFeatureLookup(BaseOperator):
         columns = {name: values[rows] for name, values in self._columns.items()}
         columns[self.id_column] = user_ids
         return TensorTable({name: columns[name] for name in self.workflow_input.column_names})
+
+    @property
+    def supported_formats(self) -> DataFormats:
+        return DataFormats.NUMPY_TENSOR_TABLE
+
+
+class UserHistoryLookup(BaseOperator):
+    """user_id -> the query tower's history input: the user's latest stored interactions
+    (history.npz, shipped with the model set) as `recsys.contract.history_matrix` lays
+    them out for the project's retrieval stage.
+
+    Why: the project's query tower pools each user's recent items; merlin-systems has no
+    operator for per-user history (Merlin's example reads it from Feast like any feature).
+    Added to the graph only when the query tower's forward() takes `user_history`.
+    """
+
+    def __init__(self, history_path: Path, length: int) -> None:
+        super().__init__()
+        self.history_path = str(history_path)
+        self.length = length
+        self._history: History | None = History.load(history_path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_history"}
+
+    def save_artifacts(self, artifact_path: str) -> None:
+        shutil.copy2(self.history_path, Path(artifact_path) / HISTORY_FILE)
+
+    def load_artifacts(self, artifact_path: str) -> None:
+        path = Path(artifact_path) / HISTORY_FILE if artifact_path else Path(self.history_path)
+        self._history = History.load(path)
+
+    def compute_output_schema(
+        self,
+        input_schema: Schema,
+        col_selector: ColumnSelector,
+        prev_output_schema: Schema | None = None,
+    ) -> Schema:
+        return Schema([ColumnSchema(USER_HISTORY, dtype=np.int64, dims=(None, self.length))])
+
+    def transform(self, col_selector: ColumnSelector, transformable: Any) -> Any:
+        # Imported here: the function arrived with the history-pooling query tower, and
+        # model sets without it never build this operator.
+        from recsys.contract import history_matrix
+
+        assert self._history is not None, "load_artifacts was not called"
+        user_ids = np.asarray(transformable[REQUEST_USER_ID].values, np.int64).reshape(-1)
+        return TensorTable({USER_HISTORY: history_matrix(self._history, user_ids, self.length)})
 
     @property
     def supported_formats(self) -> DataFormats:
@@ -402,9 +453,14 @@ class LibtorchStandIn:
         self.model = torch.jit.load(str(version_dir / "model.pt")).eval()
         self.inputs = [i["name"] for i in config["input"]]
         self.output = config["output"][0]["name"]
-        arguments = [a.name for a in self.model.forward.schema.arguments[1:]]
-        if sorted(arguments) != sorted(self.inputs):
-            raise ValueError(f"model.pt forward{tuple(arguments)} != config inputs {self.inputs}")
+        arguments = self.model.forward.schema.arguments[1:]
+        required = {a.name for a in arguments if not a.has_default_value()}
+        known = {a.name for a in arguments}
+        if not required <= set(self.inputs) <= known:
+            raise ValueError(
+                f"model.pt forward{tuple(a.name for a in arguments)} does not take the "
+                f"config's inputs {self.inputs}"
+            )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils
@@ -506,9 +562,16 @@ def build_ensemble(
         paths.models / USER_TABLE_FILE, workflow.input_schema, schema.users.id
     )
     user = raw >> workflow_ops.TransformWorkflow(workflow) >> UserFeatureTensors(spec)
-    query = user >> pytorch_ops.PredictPyTorch(
+    query_inputs = user
+    query_schema = [user_tensors_schema[USER_CATEGORICAL], user_tensors_schema[USER_CONTINUOUS]]
+    if USER_HISTORY in [a.name for a in query_tower.forward.schema.arguments]:
+        history = UserHistoryLookup(paths.models / HISTORY_FILE, int(query_tower.history_length))
+        query_inputs = user + ([REQUEST_USER_ID] >> history)
+        history_schema = history.compute_output_schema(Schema([]), ColumnSelector([]))
+        query_schema.append(history_schema[USER_HISTORY])
+    query = query_inputs >> pytorch_ops.PredictPyTorch(
         query_tower,
-        Schema([user_tensors_schema[USER_CATEGORICAL], user_tensors_schema[USER_CONTINUOUS]]),
+        Schema(query_schema),
         Schema([ColumnSchema(QUERY, dtype=np.float32, dims=(None, dim))]),
     )
     candidates = query >> faiss_ops.QueryFaiss(
