@@ -110,12 +110,70 @@ def build_input_data(
     return {"data": entries}
 
 
+UNSTABLE = "Failed to obtain stable measurement"
+# The last resort for a level that never settles: count-based windows judged with a
+# tolerance no noise exceeds, so perf_analyzer reports the last windows; the row is marked.
+ACCEPT_ANY = 1000
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one level was measured: `status` stable | unstable | failed."""
+
+    level: str  # e.g. "concurrency 4" or "rate 25"
+    status: str
+    how: str  # the measurement mode that produced the row (or the last one tried)
+    note: str = ""  # perf_analyzer's complaint, for unstable and failed levels
+
+
 @dataclass(frozen=True)
 class SweepResult:
     csv_path: Path
     rows: list[dict[str, str]]
     stdout: str = ""
     stdout_by_level: tuple[str, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+
+
+def _command(
+    url: str, protocol: str, input_data: Path, out_csv: Path, load_args: list[str], model: str,
+    measurement: list[str],
+) -> list[str]:  # fmt: skip
+    return [
+        str(PERF_ANALYZER), "-m", model, "-u", url, "-i", protocol,
+        "--input-data", str(input_data), *load_args, "--percentile=99", *measurement,
+        "--verbose-csv", "-f", str(out_csv),
+    ]  # fmt: skip
+
+
+def _last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower() or "failed" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def measurement_plans(
+    interval_ms: int, stability: int, concurrency: int
+) -> list[tuple[str, list[str]]]:
+    """Measurement modes tried in order until one settles: the requested time windows,
+    windows twice as long, count-based windows (long enough at any throughput), and last
+    the same count windows accepting any spread (that row is marked unstable)."""
+    count = max(50, 20 * concurrency)
+    counted = ["--measurement-mode=count_windows", f"--measurement-request-count={count}"]
+    return [
+        (f"time windows {interval_ms} ms",
+         [f"--measurement-interval={interval_ms}", f"--stability-percentage={stability}",
+          "--max-trials=10"]),
+        (f"time windows {2 * interval_ms} ms",
+         [f"--measurement-interval={2 * interval_ms}", f"--stability-percentage={stability}",
+          "--max-trials=10"]),
+        (f"count windows of {count} requests",
+         [*counted, f"--stability-percentage={stability}", "--max-trials=10"]),
+        (f"count windows of {count} requests, any spread",
+         [*counted, f"--stability-percentage={ACCEPT_ANY}", "--max-trials=3"]),
+    ]  # fmt: skip
 
 
 def run_perf_analyzer(
@@ -127,31 +185,53 @@ def run_perf_analyzer(
     measurement_interval_ms: int,
     model: str = "recommender",
     stability_percentage: int = 25,
+    level: str = "",
 ) -> SweepResult:
-    """One perf_analyzer invocation; `load_args` picks the load (concurrency or rate)."""
+    """One load level, measured until perf_analyzer settles (see `measurement_plans`). A
+    level that never settles is measured once more with count windows and any spread,
+    and its row is marked unstable; a level perf_analyzer cannot measure at all (errors,
+    timeouts) gives a row marked failed. Neither stops the sweep."""
     if not PERF_ANALYZER.exists():
         raise PerfAnalyzerError(f"perf_analyzer not found at {PERF_ANALYZER}: run `make setup`")
-    command = [
-        str(PERF_ANALYZER), "-m", model, "-u", url, "-i", protocol,
-        "--input-data", str(input_data), *load_args,
-        "--percentile=99", f"--measurement-interval={measurement_interval_ms}",
-        # Shared 2-core machines are noisy: the quick mode accepts a wider spread.
-        f"--stability-percentage={stability_percentage}", "--max-trials=10",
-        "--verbose-csv", "-f", str(out_csv),
-    ]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=perf_analyzer_environment(), timeout=600
-    )
-    if done.returncode != 0:
-        raise PerfAnalyzerError(
-            f"perf_analyzer exited {done.returncode} ({' '.join(command)}):\n"
-            f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
-        )
-    with out_csv.open() as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise PerfAnalyzerError(f"perf_analyzer wrote no measurements to {out_csv}")
-    return SweepResult(out_csv, rows, done.stdout)
+    concurrency = next((int(a.split("=")[1].split(":")[0]) for a in load_args
+                        if a.startswith("--concurrency-range=")), 1)  # fmt: skip
+    plans = measurement_plans(measurement_interval_ms, stability_percentage, concurrency)
+    notes: list[str] = []
+    for index, (how, measurement) in enumerate(plans):
+        command = _command(url, protocol, input_data, out_csv, load_args, model, measurement)
+        out_csv.unlink(missing_ok=True)  # never read an earlier attempt's rows
+        try:
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  env=perf_analyzer_environment(), timeout=600)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return _failed(out_csv, load_args, level, how, "perf_analyzer ran over 600 s")
+        output = done.stdout + done.stderr
+        if done.returncode == 0 and out_csv.exists():
+            with out_csv.open() as handle:
+                rows = list(csv.DictReader(handle))
+            if rows:
+                unstable = index == len(plans) - 1
+                status = "unstable" if unstable else "stable"
+                for row in rows:
+                    row["Measurement"] = status
+                attempt = Attempt(level, status, how, "; ".join(notes))
+                return SweepResult(out_csv, rows, done.stdout, attempts=(attempt,))
+        if UNSTABLE not in output:
+            return _failed(out_csv, load_args, level, how, _last_error(output), done.stdout)
+        notes.append(f"{how}: not stable")
+    raise AssertionError("unreachable: the last plan accepts any spread")
+
+
+def _failed(
+    out_csv: Path, load_args: list[str], level: str, how: str, note: str, stdout: str = ""
+) -> SweepResult:
+    row = {"Measurement": "failed"}
+    for arg in load_args:
+        if arg.startswith("--concurrency-range="):
+            row["Concurrency"] = arg.split("=")[1].split(":")[0]
+        elif arg.startswith("--request-rate-range="):
+            row["Request Rate"] = arg.split("=")[1].split(":")[0]
+    return SweepResult(out_csv, [row], stdout, attempts=(Attempt(level, "failed", how, note),))
 
 
 def run_sweep(
@@ -164,20 +244,23 @@ def run_sweep(
     model: str = "recommender",
     stability_percentage: int = 25,
 ) -> SweepResult:
-    """A concurrency sweep, one perf_analyzer run per level (a failed level names itself)."""
+    """A concurrency sweep, one perf_analyzer run per level; unstable or failed levels are
+    marked in the rows' `Measurement` column and in `attempts`, never raised."""
     rows: list[dict[str, str]] = []
     stdout = []
+    attempts = []
     for level in concurrency:
         part = out_csv.with_suffix(f".c{level}.csv")
         result = run_perf_analyzer(
             url, protocol, input_data, part, [f"--concurrency-range={level}:{level}"],
-            measurement_interval_ms, model, stability_percentage,
+            measurement_interval_ms, model, stability_percentage, f"{model} c={level}",
         )  # fmt: skip
         rows.extend(result.rows)
         stdout.append(result.stdout)
-        part.unlink()
+        attempts.extend(result.attempts)
+        part.unlink(missing_ok=True)
     _write_rows(out_csv, rows)
-    return SweepResult(out_csv, rows, "\n".join(stdout), tuple(stdout))
+    return SweepResult(out_csv, rows, "\n".join(stdout), tuple(stdout), tuple(attempts))
 
 
 def run_request_rates(
@@ -191,22 +274,26 @@ def run_request_rates(
 ) -> SweepResult:
     """Open-loop Poisson arrivals at each rate (requests/s), as production traffic arrives."""
     rows: list[dict[str, str]] = []
+    attempts = []
     for rate in rates:
         part = out_csv.with_suffix(f".r{rate:g}.csv")
         result = run_perf_analyzer(
             url, protocol, input_data, part,
             [f"--request-rate-range={rate:g}:{rate:g}", "--request-distribution=poisson"],
             measurement_interval_ms, stability_percentage=stability_percentage,
+            level=f"rate {rate:g}/s",
         )  # fmt: skip
         rows.extend(result.rows)
-        part.unlink()
+        attempts.extend(result.attempts)
+        part.unlink(missing_ok=True)
     _write_rows(out_csv, rows)
-    return SweepResult(out_csv, rows)
+    return SweepResult(out_csv, rows, attempts=tuple(attempts))
 
 
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -245,10 +332,16 @@ def main(argv: list[str] | None = None) -> int:
             stability_percentage=60 if args.quick else 25,
         )  # fmt: skip
     for row in result.rows:
+        if row["Measurement"] == "failed":
+            print(f"concurrency {row['Concurrency']:>3}: failed")
+            continue
         print(
             f"concurrency {row['Concurrency']:>3}: {float(row['Inferences/Second']):8.1f} infer/s"
-            f"  p99 {int(row['p99 latency']) / 1000:7.1f} ms"
+            f"  p99 {int(row['p99 latency']) / 1000:7.1f} ms  ({row['Measurement']})"
         )
+    for attempt in result.attempts:
+        if attempt.status != "stable":
+            print(f"{attempt.level}: {attempt.status} ({attempt.how}): {attempt.note}")
     print(f"CSV: {result.csv_path}")
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from perf_analyzer.report import markdown, perf_table
+from perf_analyzer.report_tables import markdown, perf_table
 from perf_analyzer.sweep import build_input_data, held_out_users, run_sweep
 from recsys.settings import PROJECT_ROOT, load_settings
 from serving.launcher import TritonServer
