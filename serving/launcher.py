@@ -31,6 +31,7 @@ import pytriton
 
 from recsys.settings import PROJECT_ROOT, ServerSettings, load_settings
 from serving.server_args import build_server_args
+from serving.versions.state import LockBusyError, pending, repository_lock
 
 PYTRITON_SERVER_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
 BACKENDS_DIR = PROJECT_ROOT / ".tools" / "triton" / "backends"
@@ -224,11 +225,19 @@ class StubWatchdog:
     INTERNAL "Stub process '<instance>' is not healthy" (docs/errors.md). Such a stub stays a
     zombie child of the server, which is how it is recognised here; a stub that Triton
     stopped itself (unload, reload) is reaped and simply disappears.
+
+    Reloading changes the server's models like a promotion does, so it takes the same
+    repository lock (serving/versions/state.py): while a versions command runs, or after one
+    was killed half-way through a promote or rollback (journaled in versions.json), the dead
+    models wait. A half-promoted config is never reloaded; re-running that command finishes
+    it, and the watchdog reloads them then.
     """
 
     server: TritonServer
     http_timeout_s: float = 300.0
     _stubs: dict[int, str] = field(default_factory=dict)  # pid -> model, seen alive
+    _waiting: set[str] = field(default_factory=set)  # dead, not reloaded yet
+    _said: str = ""  # why the waiting models wait, printed once per reason
 
     def dead_models(self) -> list[str]:
         """Models with a stub that died since the last call (each dead stub reported once)."""
@@ -279,13 +288,38 @@ class StubWatchdog:
             raise StubRecoveryError(f"reloading model {model!r} failed: {exc}") from exc
 
     def check(self) -> list[str]:
-        """Reload every model whose stub died; returns them. Raises StubRecoveryError."""
-        dead = self.dead_models()
-        for model in dead:
+        """Reload every model whose stub died, when the repository lock is free and no
+        promotion is half-done; returns those reloaded. Raises StubRecoveryError."""
+        for model in self.dead_models():
             print(f"watchdog: the Python-backend stub of {model!r} died; reloading it", flush=True)
-            self.reload(model)
-            print(f"watchdog: {model!r} reloaded", flush=True)
-        return dead
+            self._waiting.add(model)
+        if not self._waiting:
+            return []
+        repository = self.server.repository
+        try:
+            with repository_lock(repository):
+                operation = pending(repository)
+                if operation is not None and operation["action"] in ("promote", "rollback"):
+                    self._wait(
+                        f"an interrupted `{operation['action']} {operation['version']}` left the "
+                        "configs half-switched; not reloading them until it is run again"
+                    )
+                    return []
+                reloaded = sorted(self._waiting)
+                for model in reloaded:
+                    self.reload(model)
+                    self._waiting.discard(model)
+                    print(f"watchdog: {model!r} reloaded", flush=True)
+        except LockBusyError:
+            self._wait("a versions command holds the repository lock; reloading after it")
+            return []
+        self._said = ""
+        return reloaded
+
+    def _wait(self, why: str) -> None:
+        if why != self._said:
+            print(f"watchdog: {', '.join(sorted(self._waiting))} waiting: {why}", flush=True)
+            self._said = why
 
 
 def describe_exit(returncode: int) -> str:

@@ -10,7 +10,10 @@
 promote and rollback switch a running tritonserver (explicit model control) through its
 model-repository API: the admin key comes from $TRITON_ADMIN_KEY or --admin-key-file
 (`make serve` prints it). Exit code 0 on success, 1 when a version is refused or an
-operation fails (the message says why), 2 on a usage error. See docs/versioning.md.
+operation fails (the message says why), 2 on a usage error. A command that was killed
+(or hit a full disk) is finished or undone by running the same command again.
+$RECSYS_FAULT=<command>:<step>[:enospc] injects a crash at a step (tests; see
+docs/versioning.md).
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ def _print_list(args: argparse.Namespace, settings: Settings) -> None:
     if args.json:
         payload = {"versions": [asdict(info) for info in infos], "history": []}
         payload["history"] = versions.history(args.repository)
+        payload["pending"] = versions.pending(args.repository)
         if live is not None:
             payload["loaded"] = {str(v): names for v, names in live.items()}
         print(json.dumps(payload, indent=2))
@@ -143,6 +147,7 @@ def _print_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    versions.check_fault_environment()
     settings = load_settings(args.config)
     repository: Path = args.repository
     if not repository.is_dir():
@@ -170,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (VersionError, SettingsError, InferenceServerException, OSError) as exc:
+    except (
+        VersionError,
+        SettingsError,
+        InferenceServerException,
+        OSError,
+        versions.FaultSpecError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

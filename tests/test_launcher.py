@@ -18,8 +18,9 @@ import psutil
 import pytest
 import yaml
 
-from client.recommender_client import RecommenderClient
+from client.recommender_client import RecommenderClient, RecommenderClientError
 from recsys.settings import PROJECT_ROOT, Settings
+from serving import versions
 from serving.launcher import EXIT_SERVER_DIED, EXIT_STUB_UNRECOVERABLE, stub_model_name
 from tests.conftest import TrainedSet, free_port
 from tests.test_faults import Load, wait_for
@@ -254,3 +255,38 @@ def test_the_launcher_stops_with_its_own_exit_code_when_a_reload_fails(
     assert "stopping the server" in output
     assert "watchdog: 'reorder' reloaded" not in output
     assert not server.is_running(), "the launcher left its tritonserver running"
+
+
+@pytest.mark.server
+def test_the_watchdog_waits_for_the_repository_lock_and_never_reloads_a_half_promotion(
+    trained: TrainedSet, repository_copy: Path, start_launcher: StartLauncher
+) -> None:
+    """Reloading a model changes the server like a promotion does: the watchdog takes the
+    versions commands' lock, and leaves configs a killed promote half-switched alone."""
+    launcher = start_launcher(repository_copy, trained.settings)
+    launcher.wait_ready()
+    users = trained.data.valid["user_id"].drop_duplicates().head(2).tolist()
+    with versions.repository_lock(repository_copy):  # as a running promote holds it
+        stub_of(launcher.server(), "reorder").kill()
+        wait_for(lambda: "a versions command holds the repository lock" in launcher.output(),
+                 "the watchdog to wait for the lock", RECOVERY_S)  # fmt: skip
+        # What a promote killed half-way leaves in versions.json.
+        versions.set_pending(
+            repository_copy, {"action": "promote", "version": 2, "previous": 1, "server": "x"}
+        )
+    wait_for(lambda: "interrupted `promote 2` left the configs half-switched" in launcher.output(),
+             "the watchdog to see the half-done promotion", RECOVERY_S)  # fmt: skip
+    time.sleep(5)  # several watchdog rounds, lock free: still no reload
+    assert "watchdog: 'reorder' reloaded" not in launcher.output()
+    with (
+        RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client,
+        pytest.raises(RecommenderClientError, match="is not healthy"),
+    ):
+        client.recommend(int(users[0]), TOP_K)
+    with versions.repository_lock(repository_copy):  # the promote, run again, finishes
+        versions.set_pending(repository_copy, None)
+    wait_for(lambda: "watchdog: 'reorder' reloaded" in launcher.output(),
+             "the reload once the promotion is finished", RECOVERY_S)  # fmt: skip
+    with RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client:
+        assert len(client.recommend(int(users[0]), TOP_K).item_ids) == TOP_K
+    assert launcher.process.poll() is None, launcher.output()

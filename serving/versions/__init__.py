@@ -19,7 +19,9 @@ restores the serving version's configs; it never stopped answering. See docs/ver
 
 One module per job; each imports the ones it needs directly, never this package:
 
-- `state`:   what serves, which versions exist, the history (versions.json), the lock
+- `state`:   what serves, which versions exist, the history and journal (versions.json), the lock
+- `durable`: writes that survive a power cut (fsync of file and directory)
+- `faults`:  fault injection at named steps ($RECSYS_FAULT), for the crash-safety tests
 - `compat`:  do a version's parts fit together, and beside the serving version's
 - `gate`:    the offline metrics gate
 - `publish`: publish a trained set as the next version, describe the versions, prune
@@ -41,15 +43,24 @@ from serving.versions.compat import (
     schema_problems,
     side_by_side_problems,
 )
+from serving.versions.faults import (
+    FAULT_ENV,
+    FAULT_EXIT_CODE,
+    STEPS,
+    FaultSpecError,
+    check_fault_environment,
+)
 from serving.versions.gate import DEFAULT_TOLERANCE, GATED_METRICS, metrics_gate
-from serving.versions.promote import promote, rollback
+from serving.versions.promote import promote, rollback, server_serving
 from serving.versions.publish import DEFAULT_KEEP, VersionInfo, describe, prune, publish
 from serving.versions.smoke import smoke_query
 from serving.versions.state import (
     LOCK_FILE,
     STATE_FILE,
+    LockBusyError,
     Log,
     history,
+    pending,
     repository_lock,
     rollback_target,
     serving_version,
@@ -60,19 +71,26 @@ __all__ = [
     "DEFAULT_KEEP",
     "DEFAULT_TOLERANCE",
     "EMBEDDING_TABLE",
+    "FAULT_ENV",
+    "FAULT_EXIT_CODE",
     "GATED_METRICS",
     "LIVE_STATES",
     "LOCK_FILE",
     "STATE_FILE",
+    "STEPS",
+    "FaultSpecError",
+    "LockBusyError",
     "Log",
     "TritonAdmin",
     "VersionError",
     "VersionInfo",
+    "check_fault_environment",
     "check_version",
     "describe",
     "history",
     "live_versions",
     "metrics_gate",
+    "pending",
     "promote",
     "prune",
     "publish",
@@ -81,6 +99,7 @@ __all__ = [
     "rollback",
     "rollback_target",
     "schema_problems",
+    "server_serving",
     "serving_version",
     "side_by_side_problems",
     "smoke_query",
