@@ -81,9 +81,14 @@ def stage_compute(m: Measured) -> pd.DataFrame:
             "served_queue_us": queue.get(stage, float("nan")),
             "floor_compute_us": floor.get(stage, float("nan")),
             "in_process_us": float(in_process[stage]),
-            "served_over_in_process": served.get(stage, float("nan")) / float(in_process[stage]),
+            "served_over_in_process": _times(served.get(stage, float("nan"))
+                                             / float(in_process[stage])),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _times(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.1f}×"
 
 
 def _ratio(value: float, target: float, fmt: str = ".2f") -> str:
@@ -93,14 +98,15 @@ def _ratio(value: float, target: float, fmt: str = ".2f") -> str:
 
 
 def attempts_table(attempts: tuple[Attempt, ...]) -> str:
-    odd = [a for a in attempts if a.status != "stable"]
+    odd = [a for a in attempts if a.status != "stable" or a.note]
     if not odd:
-        return "Every level settled within perf_analyzer's first measurement mode or a retry."
+        return "Every level settled in perf_analyzer's first measurement mode."
     frame = pd.DataFrame([{"level": a.level, "status": a.status, "measured with": a.how,
-                           "note": a.note or "-"} for a in odd])  # fmt: skip
-    return ("Levels that did not settle normally (rows marked `unstable` are the last "
-            "count-based windows accepted with any spread; `failed` rows have no figures):\n\n"
-            + markdown(frame))  # fmt: skip
+                           "earlier runs": a.note or "-"} for a in odd])  # fmt: skip
+    return ("Levels not measured at the first try. `stable` after retries: a longer or "
+            "count-based window settled, or a run stopped by a failed request was repeated; "
+            "`unstable`: the last count-based windows, accepted with any spread; `failed`: "
+            "requests kept failing, no figures.\n\n" + markdown(frame))  # fmt: skip
 
 
 def render(m: Measured) -> str:
@@ -125,8 +131,11 @@ def render(m: Measured) -> str:
     paired = triton_wrk.merge(fastapi_wrk, on="concurrency", suffixes=("_triton", "_fastapi"))
     equal = ", ".join(f"c={r.concurrency}: {r.throughput_triton / r.throughput_fastapi:.1f}×"
                       for r in paired.itertuples() if r.throughput_fastapi > 0)  # fmt: skip
-    versus = (f"{triton_best / fastapi_best:.2f}×" if fastapi_best
-              else f"FastAPI never met the bound (Triton {triton_best:.0f}/s)")  # fmt: skip
+    if fastapi_best and triton_best:
+        versus = f"{triton_best / fastapi_best:.2f}× ({triton_best:.0f} vs {fastapi_best:.0f}/s)"
+    else:
+        versus = (f"n/a: Triton {triton_best:.0f}/s, FastAPI {fastapi_best:.0f}/s within the "
+                  "bound (0: no level met it)")  # fmt: skip
     top = m.breakdown[m.breakdown["concurrency"] == m.breakdown["concurrency"].max()] if len(
         m.breakdown) else m.breakdown  # fmt: skip
     dominant = top.sort_values("avg_us", ascending=False).iloc[0]["model"] if len(top) else "n/a"
