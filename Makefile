@@ -14,13 +14,15 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 VERSIONS := $(PY) -m serving.versions_cli $(CONFIG_FLAG)
 BUILD := $(PY) -m pipeline.build $(CONFIG_FLAG) $(SCHEMA_FLAG) $(DATA_FLAG)
 
-.PHONY: help setup demo movielens build repository serve perf perf-report perf-report-quick perf-tuning soak publish versions promote rollback prune test lint helm-lint helm-tools helm-test clean
+.PHONY: help setup demo movielens evaluate evaluate-sweep build repository serve perf perf-report perf-report-quick perf-tuning soak publish versions promote rollback prune test lint helm-lint helm-tools helm-test clean
 
 help:
 	@echo "make demo        end to end: data -> workflows -> training -> repository -> Triton -> queries"
 	@echo "make test        the test suite (real tritonserver, NVTabular, Helm)"
 	@echo "make setup       Debian packages, .venv (requirements.lock), Helm tooling"
 	@echo "make movielens   real MovieLens-100k into datasets/ml-100k (GroupLens layout)"
+	@echo "make evaluate    quality on real MovieLens-100k vs most-popular and ALS, served through"
+	@echo "                 Triton: results/evaluation/report.md (evaluate-sweep: + a settings sweep)"
 	@echo "make repository  build artefacts and write model_repository/ (version 1)"
 	@echo "                 [SCHEMA=movielens DATA_DIR=/path/to/ml-100k]: your data, your schema"
 	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
@@ -45,6 +47,15 @@ demo: setup
 # Real MovieLens-100k (from the pinned recbole wheel on PyPI) in GroupLens' ml-100k layout.
 movielens: setup
 	$(PY) -m pipeline.fetch_movielens --out datasets/ml-100k
+
+# Defaults to the movielens schema on datasets/ml-100k (fetched when absent);
+# SCHEMA=/DATA_DIR= evaluate another real data set.
+EVALUATE := $(PY) -m pipeline.evaluate $(CONFIG_FLAG) $(SCHEMA_FLAG) $(DATA_FLAG)
+evaluate: setup
+	$(EVALUATE)
+
+evaluate-sweep: setup
+	$(EVALUATE) --sweep
 
 build repository: setup
 	$(BUILD)

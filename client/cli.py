@@ -27,9 +27,7 @@ def _ids(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"--exclude takes comma-separated integers: {exc}"
-        ) from exc
+        raise argparse.ArgumentTypeError(f"takes comma-separated integers: {exc}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="sample by softmax(score/T) instead of sorting",
+    )
+    recommend.add_argument(
+        "--history",
+        type=_ids,
+        default=[],
+        help="item ids the user just consumed (in-session, oldest first), comma-separated: "
+        "they personalise the answer and are not recommended again",
     )
     recommend.add_argument(
         "--include-seen",
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     features[name] = value
             result = client.recommend(
                 args.user_id, args.top_k, args.exclude, features, args.temperature,
-                False if args.include_seen else None,
+                False if args.include_seen else None, args.history,
             )  # fmt: skip
     except (RecommenderClientError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

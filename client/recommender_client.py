@@ -6,7 +6,8 @@ Failures are classified into one status vocabulary for both protocols (gRPC stat
 HTTP codes and socket errors are mapped onto them) and raised as `RecommenderClientError`
 subclasses. Only UNAVAILABLE is retried, with capped exponential backoff and jitter: the
 request never reached a model (connection refused or reset, server stopping or still
-loading), and a recommendation is a read, so sending it again cannot change anything.
+loading, or refused by a full queue: gRPC UNAVAILABLE, HTTP 503 or 429), and a
+recommendation is a read, so sending it again cannot change anything.
 Timeouts are not retried: the server may still be working on the first attempt, and
 retrying would add load exactly when the server is slow. See docs/errors.md.
 """
@@ -41,11 +42,17 @@ HTTP_STATUS_CODES = {
     "403": "PERMISSION_DENIED",
     "404": "NOT_FOUND",
     "409": "ALREADY_EXISTS",
+    # Too Many Requests (an ingress or proxy shedding load in front of Triton): retried with
+    # backoff like Triton's own 503.
+    "429": "UNAVAILABLE",
     "499": "CANCELLED",
     "500": "INTERNAL",
     "501": "UNIMPLEMENTED",
     "503": "UNAVAILABLE",
 }
+# What Triton's queue policy answers under overload (UNAVAILABLE / 503): the server is up and
+# answering, so the connection is kept; a new one would only add a handshake to its load.
+OVERLOAD_MARKERS = ("Exceeds maximum queue size", "Request timeout expired")
 # Triton answers NOT_FOUND "... has no available versions" while a known model is loading
 # or unloading (e.g. during a server restart's shutdown): it is unavailable, not unknown.
 NO_VERSIONS_MARKER = "has no available versions"
@@ -120,10 +127,11 @@ def classify(exc: BaseException) -> Failure | None:
         code = HTTP_STATUS_CODES.get(raw, raw or "UNKNOWN")
         if code == "NOT_FOUND" and NO_VERSIONS_MARKER in message:
             code = "UNAVAILABLE"
-        # Any UNAVAILABLE: drop the connection. A kept-alive connection to a server that is
-        # shutting down holds up its drain, and behind a load balancer a new connection can
-        # reach another replica.
-        return Failure(code, status, message, reconnect=code == "UNAVAILABLE")
+        # UNAVAILABLE from a server going away: drop the connection. A kept-alive connection
+        # to a server that is shutting down holds up its drain, and behind a load balancer a
+        # new connection can reach another replica. An overload refusal keeps it.
+        overloaded = any(marker in message for marker in OVERLOAD_MARKERS)
+        return Failure(code, status, message, reconnect=code == "UNAVAILABLE" and not overloaded)
     if isinstance(exc, TimeoutError):  # before OSError: socket timeouts are OSErrors too
         return Failure("DEADLINE_EXCEEDED", None, f"timed out: {exc}", reconnect=True)
     if isinstance(exc, OSError | http.client.HTTPException):
@@ -169,6 +177,8 @@ class RecommendationRequest:
     temperature: float | None = None
     # None: the server's default (items the user already consumed are not recommended).
     filter_seen: bool | None = None
+    # In-session items, oldest first: pooled with the stored history, filtered like it.
+    history_item_ids: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -291,10 +301,12 @@ class RecommenderClient:
         features: dict[str, FeatureValue] | None = None,
         temperature: float | None = None,
         filter_seen: bool | None = None,
+        history_item_ids: Sequence[int] = (),
     ) -> Recommendation:
         request = RecommendationRequest(
-            user_id, top_k, exclude_item_ids, features or {}, temperature, filter_seen
-        )
+            user_id, top_k, exclude_item_ids, features or {}, temperature, filter_seen,
+            history_item_ids,
+        )  # fmt: skip
         return self.recommend_batch([request])[0]
 
     def recommend_batch(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
@@ -333,12 +345,14 @@ class RecommenderClient:
             self._input("user_id", np.array([[r.user_id] for r in requests], np.int64), "INT64"),
             self._input("top_k", np.array([[r.top_k] for r in requests], np.int32), "INT32"),
         ]
-        if any(r.exclude_item_ids for r in requests):
-            width = max(len(r.exclude_item_ids) for r in requests)
-            exclude = np.full((n, width), -1, dtype=np.int64)
-            for i, r in enumerate(requests):
-                exclude[i, : len(r.exclude_item_ids)] = list(r.exclude_item_ids)
-            inputs.append(self._input("exclude_item_ids", exclude, "INT64"))
+        for name in ("exclude_item_ids", "history_item_ids"):
+            lists = [list(getattr(r, name)) for r in requests]
+            if any(lists):
+                # Ragged lists travel as one [n, longest] tensor padded with -1.
+                padded = np.full((n, max(len(ids) for ids in lists)), -1, dtype=np.int64)
+                for i, ids in enumerate(lists):
+                    padded[i, : len(ids)] = ids
+                inputs.append(self._input(name, padded, "INT64"))
         temperatures = [r.temperature for r in requests]
         if any(t is not None for t in temperatures):
             if any(t is None for t in temperatures):

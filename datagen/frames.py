@@ -38,17 +38,34 @@ class SplitData:
     valid: pd.DataFrame
 
 
-def split(data: RawData, validation_fraction: float) -> SplitData:
-    """Hold out the latest interactions (global time split): the rows after the
-    (1 - validation_fraction) quantile of TIMESTAMP; the model never sees the future it is
-    scored on."""
+def split(
+    data: RawData, validation_fraction: float, strategy: str = "time", last_n: int = 10
+) -> SplitData:
+    """Hold out interactions for validation.
+
+    `time` (default): the latest interactions overall, after the (1 - validation_fraction)
+    quantile of TIMESTAMP; the model never sees the future it is scored on, and users who
+    only arrive later are cold. `leave_last_n`: each user's latest `last_n` interactions
+    (users with no more than `last_n` stay in training): every validation user is warm,
+    at the price of training on other users' later behaviour.
+    """
     interactions = data.interactions
-    cutoff = interactions[TIMESTAMP].quantile(1.0 - validation_fraction)
-    train = interactions[interactions[TIMESTAMP] <= cutoff].reset_index(drop=True)
-    valid = interactions[interactions[TIMESTAMP] > cutoff].reset_index(drop=True)
+    if strategy == "time":
+        cutoff = interactions[TIMESTAMP].quantile(1.0 - validation_fraction)
+        held_out = (interactions[TIMESTAMP] > cutoff).to_numpy()
+    elif strategy == "leave_last_n":
+        user = interactions.columns[0]  # canonical order: user id, item id, time, label
+        order = interactions.sort_values([user, TIMESTAMP], kind="stable")
+        from_end = order.groupby(user, sort=False).cumcount(ascending=False)
+        sizes = order.groupby(user, sort=False)[user].transform("size")
+        held_out = ((from_end < last_n) & (sizes > last_n)).reindex(interactions.index).to_numpy()
+    else:
+        raise DataFormatError(f"unknown split strategy {strategy!r} (time | leave_last_n)")
+    train = interactions[~held_out].reset_index(drop=True)
+    valid = interactions[held_out].reset_index(drop=True)
     if train.empty or valid.empty:
         raise DataFormatError(
-            f"time split at validation_fraction={validation_fraction} left an empty side "
-            f"({len(train)} train, {len(valid)} validation rows)"
+            f"{strategy} split (validation_fraction={validation_fraction}, last_n={last_n}) "
+            f"left an empty side ({len(train)} train, {len(valid)} validation rows)"
         )
     return SplitData(users=data.users, items=data.items, train=train, valid=valid)

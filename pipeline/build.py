@@ -60,8 +60,9 @@ def build_artifacts(
             raw = read_data(schema, data_dir)
     write_canonical(raw, raw_dir)
     (artifacts / SCHEMA_FILE).write_text(schema.to_json())
-    with step("splitting by time"):
-        data = split(raw, settings.data.validation_fraction)
+    with step(f"splitting ({settings.data.split})"):
+        data = split(raw, settings.data.validation_fraction, settings.data.split,
+                     settings.data.leave_last_n)  # fmt: skip
         print(f"    {len(data.train)} training and {len(data.valid)} validation interactions")
     workflows_dir = artifacts / "workflows"
     with step("fitting NVTabular workflows on the training split"):
@@ -78,7 +79,7 @@ def build_artifacts(
         metrics = train_and_export(
             data, schema, fitted, settings.training, artifacts / "models",
             settings.serving.num_candidates, settings.serving.default_top_k,
-            settings.serving.history_length,
+            settings.serving.history_length, settings.serving.retrieval_weight,
         )  # fmt: skip
     return metrics
 
@@ -88,15 +89,26 @@ def artifacts_schema(artifacts: Path) -> FeatureSchema:
 
 
 def format_metrics(metrics: dict[str, float | int]) -> str:
+    """The served quality beside the baselines, as the report and the demo show it."""
     k = metrics["recall_k"]
+
+    def row(name: str, key: str) -> str:
+        def value(system: str, suffix: str = "") -> str:
+            found = metrics.get(f"{system}_{key}{suffix}")
+            return "   -  " if found is None else f"{found:6.3f}"
+
+        return (f"    {name:<12} served {value('served')}  most-popular {value('popularity')}"
+                f"  ALS {value('als')}   (warm {value('served', '_warm')}, "
+                f"cold {value('served', '_cold')})")  # fmt: skip
+
     return "\n".join(
         [
-            f"    retrieval recall@{k}: {metrics['retrieval_recall_at_k']:.3f} "
-            f"(popularity {metrics['retrieval_recall_at_k_popularity']:.3f})",
-            f"    ranking AUC:       {metrics['ranking_auc']:.3f} "
-            f"(popularity {metrics['ranking_auc_popularity']:.3f})",
-            f"    ranking logloss:   {metrics['ranking_logloss']:.3f} "
-            f"(popularity {metrics['ranking_logloss_popularity']:.3f})",
+            row(f"recall@{k}", "recall_at_k"),
+            row(f"NDCG@{k}", "ndcg_at_k"),
+            f"    ranking AUC  {metrics['ranking_auc']:.3f} "
+            f"(per-item CTR {metrics['ranking_auc_popularity']:.3f}), "
+            f"logloss {metrics['ranking_logloss']:.3f} "
+            f"(per-item CTR {metrics['ranking_logloss_popularity']:.3f})",
         ]
     )
 

@@ -170,6 +170,42 @@ class History:
                 for p in positions]  # fmt: skip
 
 
+def history_matrix(
+    history: History,
+    user_ids: np.ndarray,
+    length: int,
+    session_rows: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """[B, length] int64 query-tower input: each user's latest stored items followed by
+    the request's own `session_rows` (newest last), as catalog row + 1, 0 padding on the
+    left. Unknown users without session items get all zeros (the cold-user query)."""
+    positions = row_of_id(history.user_ids, np.asarray(user_ids, dtype=np.int64))
+    padded_offsets = np.append(history.offsets, history.offsets[-1])
+    ends = padded_offsets[np.minimum(positions + 1, len(history.user_ids))]
+    starts = np.maximum(padded_offsets[positions], ends - length)
+    source = ends[:, None] - length + np.arange(length)[None, :]
+    valid = source >= starts[:, None]
+    stored = np.append(history.rows, 0)  # one spare slot keeps the gather in bounds
+    matrix = np.where(valid, stored[np.maximum(source, 0)] + 1, 0).astype(np.int64)
+    for i, rows in enumerate(session_rows or []):
+        rows = rows[rows >= 0][-length:] + 1
+        if len(rows):
+            matrix[i] = np.concatenate([matrix[i, len(rows):], rows])
+    return matrix
+
+
+def order_keys(
+    like_probabilities: np.ndarray, retrieval_scores: np.ndarray | None, retrieval_weight: float
+) -> np.ndarray:
+    """The served order (descending): log P(like) from ranking plus `retrieval_weight` x
+    the retrieval score, i.e. the log of expected positives. The reorder stage and the
+    offline evaluation order with this one function."""
+    keys = np.log(np.clip(like_probabilities, 1e-7, 1 - 1e-7))
+    if retrieval_scores is not None and retrieval_weight:
+        keys = keys + retrieval_weight * retrieval_scores
+    return keys
+
+
 # A candidate slot no item fills (filters removed more items than the catalog could spare).
 NO_CANDIDATE = -1
 

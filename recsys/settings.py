@@ -33,6 +33,8 @@ class DataSettings(_Section):
     popularity_skew: float = Field(1.1, ge=0.0)
     missing_rate: float = Field(0.1, ge=0.0, lt=1.0)  # default for nullable features
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split: Literal["time", "leave_last_n"] = "time"
+    leave_last_n: int = Field(10, ge=1)  # per user, for split: leave_last_n
 
 
 class TrainingSettings(_Section):
@@ -44,6 +46,29 @@ class TrainingSettings(_Section):
     batch_size: int = Field(1024, ge=8)
     learning_rate: float = Field(0.005, gt=0.0)
     recall_k: int = Field(50, ge=1)
+    # Retrieval: the query tower pools the user's latest `history_length` items; the
+    # served score adds `popularity_prior_weight` x log recent popularity, decayed with a
+    # half-life of `popularity_half_life` of the training window (see training/models.py).
+    history_length: int = Field(50, ge=1)
+    temperature: float = Field(0.1, gt=0.0)
+    popularity_prior_weight: float = Field(3.0, ge=0.0)
+    popularity_half_life: float = Field(0.05, gt=0.0, le=10.0)
+
+
+class QueuePolicySettings(_Section):
+    """Triton's per-model queue policy (dynamic_batching.default_queue_policy), the same for
+    every stage. Without a bound, overload only makes every queue longer and every answer
+    later; with one, a request that cannot be served in time is rejected at once with
+    UNAVAILABLE (HTTP 503), which clients retry with backoff (docs/errors.md)."""
+
+    # Requests waiting per model beyond this are rejected on arrival; 0 is unbounded.
+    max_queue_size: int = Field(16, ge=0)
+    # A request still queued after this long is rejected (REJECT) or deprioritised (DELAY);
+    # 0 means no timeout.
+    default_timeout_microseconds: int = Field(100_000, ge=0)
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    # Let a request ask for a shorter (or longer) queue timeout with the `timeout` parameter.
+    allow_timeout_override: bool = True
 
 
 class ServingSettings(_Section):
@@ -54,12 +79,19 @@ class ServingSettings(_Section):
     # Training interactions kept per known user (the latest), shipped with each model set:
     # what it already consumed is not recommended again unless a request asks for it.
     history_length: int = Field(200, ge=0)
+    # Session items a request may send (history_item_ids): pooled by the query tower
+    # with the stored history, and filtered like it.
+    max_history_items: int = Field(200, ge=0)
+    # The served order is by log P(like) from ranking + retrieval_weight x the retrieval
+    # score (log-odds of engaging): 0 orders by the ranking model alone.
+    retrieval_weight: float = Field(1.0, ge=0.0)
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_microseconds: int = Field(0, ge=0)
     instance_count: int = Field(1, ge=1)
     instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     ranking_backend: Literal["python", "pytorch_libtorch"] = "python"
     torch_threads: int = Field(1, ge=1)
+    queue_policy: QueuePolicySettings = QueuePolicySettings()
 
 
 class ServerSettings(_Section):

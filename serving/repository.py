@@ -56,7 +56,7 @@ from recsys.contract import (
     read_schema,
 )
 from recsys.schema import FeatureSchema
-from recsys.settings import ServingSettings
+from recsys.settings import QueuePolicySettings, ServingSettings
 from serving.manifest import write_manifest
 
 TRITON_MODELS_DIR = Path(__file__).resolve().parent / "triton_models"
@@ -87,15 +87,31 @@ def stage_interfaces(
     exclude = Tensor("exclude_item_ids", "INT64", (-1,), optional=True)
     # Filter what the user already consumed (default); False for a row lets it come back.
     filter_seen = Tensor("filter_seen", "BOOL", (1,), optional=True)
+    # The request's own recent items (ragged like exclude_item_ids, -1 pads): an unknown
+    # user who sends them is personalised; they are filtered from the answer like history.
+    session = Tensor("history_item_ids", "INT64", (-1,), optional=True)
+    retrieval_scores = Tensor("retrieval_scores", "FP32", (c,))
     return {
         "user_features": StageInterface(
-            inputs=(user_id, *override_tensors(schema)),
+            # The first stage also takes top_k, the exclude list and temperature to validate
+            # the whole request before any model runs. Optional here, so a direct call with a
+            # user id alone still works; the ensemble requires top_k because reorder does.
+            inputs=(
+                user_id,
+                *override_tensors(schema),
+                Tensor("top_k", "INT32", (1,), optional=True),
+                exclude,
+                Tensor("temperature", "FP32", (1,), optional=True),
+            ),
             outputs=(user_cat, user_cont),
         ),
         "retrieval": StageInterface(
             # Optional here: retrieval alone (perf runs, direct calls) filters nothing.
-            inputs=(user_cat, user_cont, replace(user_id, optional=True), exclude, filter_seen),
-            outputs=(rows, Tensor("retrieval_scores", "FP32", (c,))),
+            inputs=(
+                user_cat, user_cont, replace(user_id, optional=True), exclude, filter_seen,
+                session,
+            ),
+            outputs=(rows, retrieval_scores),
         ),
         "item_features": StageInterface(inputs=(rows,), outputs=(item_cat, item_cont)),
         "ranking": StageInterface(
@@ -105,6 +121,8 @@ def stage_interfaces(
             inputs=(
                 rows,
                 ranking_scores,
+                # Optional for direct calls: without it the order is the ranking's alone.
+                replace(retrieval_scores, optional=True),
                 Tensor("top_k", "INT32", (1,)),
                 exclude,
                 Tensor("temperature", "FP32", (1,), optional=True),
@@ -119,13 +137,19 @@ def stage_interfaces(
 
 
 def ensemble_interface(interfaces: dict[str, StageInterface]) -> StageInterface:
-    """The ensemble's own inputs (what callers send) and outputs (what they get back)."""
+    """The ensemble's own inputs (what callers send) and outputs (what they get back).
+
+    An input is optional for callers only if every stage consuming it takes it as optional:
+    a stage that requires it would otherwise get nothing."""
     produced = {t.name for s in interfaces.values() for t in s.outputs}
     inputs: dict[str, Tensor] = {}
     for stage in interfaces.values():
         for tensor in stage.inputs:
-            if tensor.name not in produced:
-                inputs.setdefault(tensor.name, tensor)
+            if tensor.name in produced:
+                continue
+            seen = inputs.setdefault(tensor.name, tensor)
+            if seen.optional and not tensor.optional:
+                inputs[tensor.name] = replace(seen, optional=False)
     return StageInterface(inputs=tuple(inputs.values()), outputs=interfaces["reorder"].outputs)
 
 
@@ -146,6 +170,15 @@ def _set_parameters(config: mc.ModelConfig, parameters: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
+def _set_queue_policy(policy: mc.ModelQueuePolicy, settings: QueuePolicySettings) -> None:
+    # Bounded queues turn overload into fast, retriable rejections (UNAVAILABLE) instead
+    # of latency that grows without limit for every request.
+    policy.max_queue_size = settings.max_queue_size
+    policy.default_timeout_microseconds = settings.default_timeout_microseconds
+    policy.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value(settings.timeout_action)
+    policy.allow_timeout_override = settings.allow_timeout_override
+
+
 def build_stage_config(
     name: str, interface: StageInterface, serving: ServingSettings, backend: str = "python"
 ) -> mc.ModelConfig:
@@ -160,6 +193,7 @@ def build_stage_config(
     # Present even with a zero delay: requests already queued are still batched together.
     config.dynamic_batching.SetInParent()
     config.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_microseconds
+    _set_queue_policy(config.dynamic_batching.default_queue_policy, serving.queue_policy)
     group = config.instance_group.add()
     group.kind = mc.ModelInstanceGroup.Kind.Value(serving.instance_kind)
     group.count = serving.instance_count
@@ -169,6 +203,8 @@ def build_stage_config(
             "num_candidates": str(serving.num_candidates),
             "max_top_k": str(serving.max_top_k),
             "max_exclude": str(serving.max_exclude),
+            "max_history_items": str(serving.max_history_items),
+            "retrieval_weight": repr(serving.retrieval_weight),
             "torch_threads": str(serving.torch_threads),
         },
     )

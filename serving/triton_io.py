@@ -89,12 +89,42 @@ def check_index(
     return array
 
 
-def check_exclude(array: np.ndarray | None, max_exclude: int) -> np.ndarray | None:
-    """`exclude_item_ids` (optional) holds at most `max_exclude` ids per row."""
+def check_exclude(
+    array: np.ndarray | None, max_exclude: int, name: str = "exclude_item_ids"
+) -> np.ndarray | None:
+    """An optional ragged id list (`exclude_item_ids`, `history_item_ids`) holds at most
+    `max_exclude` ids per row."""
     if array is not None and array.shape[-1] > max_exclude:
         raise RequestError(
-            f"input 'exclude_item_ids' has {array.shape[-1]} ids; at most "
-            f"{max_exclude} are accepted"
+            f"input '{name}' has {array.shape[-1]} ids; at most {max_exclude} are accepted"
+        )
+    return array
+
+
+def check_top_k(array: np.ndarray | None, max_top_k: int) -> np.ndarray | None:
+    """`top_k` (optional for a direct call) lies in 1 .. `max_top_k` for every row."""
+    if array is None:
+        return None
+    values = array.reshape(-1)
+    bad = (values < 1) | (values > max_top_k)
+    if bad.any():
+        raise RequestError(
+            f"input 'top_k' is out of range: top_k must be between 1 and {max_top_k} (the "
+            f"candidates ranked per request), got {int(values[bad][0])}"
+        )
+    return array
+
+
+def check_temperature(array: np.ndarray | None) -> np.ndarray | None:
+    """`temperature` (optional) is finite and >= 0 for every row (0: no sampling)."""
+    if array is None:
+        return None
+    values = array.reshape(-1)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        raise RequestError(
+            f"input 'temperature' is out of range: temperature must be a finite number >= 0, "
+            f"got {float(values[bad][0])}"
         )
     return array
 
@@ -141,6 +171,16 @@ def responses_from_outputs(outputs: dict[str, list[np.ndarray]], count: int) -> 
     ]
 
 
+def is_cancelled(request: Any) -> bool:
+    """Whether the client gave up on this request (cancelled it, or its gRPC deadline passed).
+
+    Checked before any work: computing an answer nobody reads only delays the requests
+    queued behind it. The Python backend has offered `is_cancelled()` since 23.10 (Triton
+    2.39); the fallback keeps older stubs and test doubles working."""
+    check = getattr(request, "is_cancelled", None)
+    return bool(check()) if callable(check) else False
+
+
 def _run_guarded(model: str, run: Callable[[list[T]], list[Any]], items: list[T]) -> list[Any]:
     responses = run(items)
     if len(responses) != len(items):
@@ -165,6 +205,11 @@ def answer_all(
     slots: list[int] = []
     items: list[T] = []
     for slot, request in enumerate(requests):
+        if is_cancelled(request):
+            responses[slot] = error_response(
+                "request cancelled before it was computed", pb_utils.TritonError.CANCELLED
+            )
+            continue
         try:
             items.append(parse(request))
             slots.append(slot)

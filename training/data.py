@@ -56,6 +56,51 @@ def build_history(
     return History(user_ids, offsets, rows.astype(np.int64))
 
 
+def history_before(
+    interactions: pd.DataFrame, schema: FeatureSchema, catalog: Catalog, length: int
+) -> np.ndarray:
+    """[N, length] int64, aligned with `interactions`' rows: each interaction's user's
+    latest `length` earlier interactions as catalog row + 1 (0 pads on the left).
+
+    Only strictly earlier timestamps count, so an interaction never sees itself or what
+    the user did in the same second: training sees what serving will see.
+    """
+    user_id, item_id = schema.users.id, schema.items.id
+    order = np.lexsort((interactions[TIMESTAMP].to_numpy(), interactions[user_id].to_numpy()))
+    users = interactions[user_id].to_numpy()[order]
+    times = interactions[TIMESTAMP].to_numpy()[order]
+    rows = pd.Index(catalog.item_ids).get_indexer(interactions[item_id].to_numpy()[order])
+    position = np.arange(len(order))
+    new_user = np.r_[True, users[1:] != users[:-1]]
+    new_moment = new_user | np.r_[True, times[1:] != times[:-1]]
+    user_start = np.maximum.accumulate(np.where(new_user, position, 0))
+    moment_start = np.maximum.accumulate(np.where(new_moment, position, 0))
+    # Slot j of row p holds position moment_start[p] - length + j when that is still the
+    # same user's, i.e. the `length` interactions before this moment, oldest first.
+    source = moment_start[:, None] - length + np.arange(length)[None, :]
+    valid = source >= user_start[:, None]
+    sorted_history = np.where(valid, rows[np.maximum(source, 0)] + 1, 0).astype(np.int64)
+    history = np.empty_like(sorted_history)
+    history[order] = sorted_history
+    return history
+
+
+def recent_popularity(
+    train: pd.DataFrame, schema: FeatureSchema, catalog: Catalog, half_life_fraction: float
+) -> np.ndarray:
+    """[items] float32 log share of recent interactions per catalog row: every training
+    interaction counts, decayed with a half-life of `half_life_fraction` of the training
+    window (unit-free, whatever the timestamps' unit), plus one decayed count of smoothing
+    so unseen items get a finite, low prior."""
+    times = train[TIMESTAMP].to_numpy(np.float64)
+    span = max(float(times.max() - times.min()), 1.0)
+    weights = np.exp2(-(times.max() - times) / (half_life_fraction * span))
+    rows = pd.Index(catalog.item_ids).get_indexer(train[schema.items.id].to_numpy())
+    counts = np.bincount(rows[rows >= 0], weights[rows >= 0], minlength=len(catalog.item_ids))
+    counts = counts + weights.min()
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
 def user_matrices(users: pd.DataFrame, workflows: FittedWorkflows) -> tuple[np.ndarray, np.ndarray]:
     return stack_features(transform(workflows.user, users), workflows.user_spec)
 

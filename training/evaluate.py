@@ -1,4 +1,10 @@
-"""Offline evaluation on the held-out split, each metric beside a popularity baseline."""
+"""Offline evaluation on the held-out split, every number beside the baselines.
+
+Lists are computed as the server computes them: the query tower sees the user's stored
+history, what the user consumed in the training window is filtered out (for the model and
+for every baseline alike), and the served list is the retrieval candidates re-ordered by
+the ranking model. Users are split into warm (they have training interactions) and cold.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,26 @@ import pandas as pd
 import torch
 
 from datagen import SplitData
-from recsys.contract import LABEL, Catalog, History, first_allowed, take_allowed
+from recsys.contract import (
+    LABEL,
+    NO_CANDIDATE,
+    Catalog,
+    History,
+    first_allowed,
+    history_matrix,
+    order_keys,
+    take_allowed,
+)
 from recsys.schema import FeatureSchema
+from training.baselines import als_rows, filtered, most_popular_rows
 from training.data import frame_matrix
-from training.metrics import log_loss, recall_at_k, roc_auc
-from training.models import DLRM, QueryEncoder
+from training.metrics import coverage, log_loss, ndcg_at_k, recall_at_k, roc_auc
+from training.models import DLRM, QueryEncoder, RankingScorer
 from training.ranking import ranking_inputs
 from workflows.fitted import FittedWorkflows, stack_features, transform
+
+SEGMENTS = ("all", "warm", "cold")
+SYSTEMS = ("served", "retrieval", "popularity", "als")
 
 
 def build_index(embeddings: np.ndarray) -> faiss.Index:
@@ -22,6 +41,22 @@ def build_index(embeddings: np.ndarray) -> faiss.Index:
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
     return index
+
+
+def list_metrics(
+    system: str, lists: np.ndarray, relevant: list[np.ndarray], warm: np.ndarray, items: int
+) -> dict[str, float]:
+    """recall/NDCG of one system's [users, K] lists per segment, and its catalog coverage."""
+    out = {f"{system}_coverage_at_k": coverage(lists, items)}
+    for segment in SEGMENTS:
+        mask = {"all": np.ones_like(warm), "warm": warm, "cold": ~warm}[segment]
+        if not mask.any():
+            continue
+        suffix = "" if segment == "all" else f"_{segment}"
+        chosen = [r for r, m in zip(relevant, mask, strict=True) if m]
+        out[f"{system}_recall_at_k{suffix}"] = recall_at_k(lists[mask], chosen)
+        out[f"{system}_ndcg_at_k{suffix}"] = ndcg_at_k(lists[mask], chosen)
+    return out
 
 
 def evaluate(
@@ -36,32 +71,86 @@ def evaluate(
     item_embeddings: np.ndarray,
     dlrm: DLRM,
     recall_k: int,
+    num_candidates: int,
+    retrieval_weight: float,
 ) -> dict[str, float | int]:
     user_id, item_id = schema.users.id, schema.items.id
     # Retrieval: users with at least one validation positive, relevant = those items.
     positives = split.valid[split.valid[LABEL] > 0]
     relevant = positives.groupby(user_id)[item_id].apply(lambda s: s.unique())
-    users = split.users.set_index(user_id).loc[relevant.index].reset_index()
+    eval_users = relevant.index.to_numpy(np.int64)
+    relevant_rows = [pd.Index(catalog.item_ids).get_indexer(ids) for ids in relevant]
+    warm = np.isin(eval_users, split.train[user_id].to_numpy(np.int64))
+    users = split.users.set_index(user_id).loc[eval_users].reset_index()
     user_cat, user_cont = stack_features(transform(workflows.user, users), workflows.user_spec)
+    user_history = history_matrix(history, eval_users, query_encoder.history_length)
     with torch.no_grad():
-        queries = query_encoder(torch.from_numpy(user_cat), torch.from_numpy(user_cont)).numpy()
-    # As served: what a user consumed in the training window is filtered out, for the model
-    # and for the most-popular baseline alike.
-    k = min(recall_k, len(catalog.item_ids))
-    seen = history.of(relevant.index.to_numpy(np.int64))
-    widest = max((len(rows) for rows in seen), default=0)
-    _, ranked = build_index(item_embeddings).search(queries, min(k + widest, len(catalog.item_ids)))
-    top_rows = take_allowed(ranked, first_allowed(ranked, seen, k), -1)
-    train_positives = split.train[split.train[LABEL] > 0][item_id].value_counts()
-    popular_rows = pd.Index(catalog.item_ids).get_indexer(train_positives.index.to_numpy())
-    popular_rows = popular_rows[popular_rows >= 0][: k + widest]
-    popular_ranked = np.tile(popular_rows, (len(seen), 1))
-    popular = take_allowed(popular_ranked, first_allowed(popular_ranked, seen, k), -1)
-    relevant_sets = list(relevant.to_numpy())
-    recall = recall_at_k(_item_ids(catalog, top_rows), relevant_sets)
-    recall_popular = recall_at_k(_item_ids(catalog, popular), relevant_sets)
+        queries = query_encoder(
+            torch.from_numpy(user_cat), torch.from_numpy(user_cont), torch.from_numpy(user_history)
+        ).numpy()
+    n_items = len(catalog.item_ids)
+    k = min(recall_k, n_items)
+    candidates = max(k, min(num_candidates, n_items))
+    seen = history.of(eval_users)
+    depth = min(candidates + max((len(rows) for rows in seen), default=0), n_items)
+    scores, ranked = build_index(item_embeddings).search(queries, depth)
+    positions = first_allowed(ranked, seen, candidates)
+    candidate_rows = take_allowed(ranked, positions, NO_CANDIDATE)
+    candidate_scores = take_allowed(scores, positions, np.nan)
+    lists = {
+        "retrieval": candidate_rows[:, :k],
+        "served": served_lists(candidate_rows, candidate_scores, retrieval_weight, user_cat,
+                               user_cont, catalog, dlrm, k),  # fmt: skip
+        "popularity": filtered(most_popular_rows(split.train, item_id, catalog)[:depth], seen, k),
+        "als": filtered(
+            als_rows(split.train, user_id, item_id, catalog, eval_users, depth), seen, k
+        ),
+    }
+    metrics: dict[str, float | int] = {"recall_k": recall_k}
+    for system in SYSTEMS:
+        metrics |= list_metrics(system, lists[system], relevant_rows, warm, n_items)
+    metrics |= ranking_metrics(split, schema, valid_frame, workflows, dlrm)
+    return metrics | {
+        "validation_users": len(eval_users),
+        "validation_users_warm": int(warm.sum()),
+        "validation_impressions": len(valid_frame),
+        "train_impressions": len(train_frame),
+    }
 
-    # Ranking: every validation impression, against the item's smoothed training CTR.
+
+def served_lists(
+    candidate_rows: np.ndarray,
+    candidate_scores: np.ndarray,
+    retrieval_weight: float,
+    user_cat: np.ndarray,
+    user_cont: np.ndarray,
+    catalog: Catalog,
+    dlrm: DLRM,
+    k: int,
+) -> np.ndarray:
+    """Each user's candidates in the reorder stage's order at temperature 0, cut to k;
+    NO_CANDIDATE slots stay last."""
+    rows = np.maximum(candidate_rows, 0)
+    with torch.no_grad():
+        scores = RankingScorer(dlrm)(
+            torch.from_numpy(user_cat), torch.from_numpy(user_cont),
+            torch.from_numpy(catalog.categorical[rows]), torch.from_numpy(catalog.continuous[rows]),
+        ).numpy()  # fmt: skip
+    keys = order_keys(scores, np.nan_to_num(candidate_scores), retrieval_weight)
+    keys = np.where(candidate_rows >= 0, keys, -np.inf)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(candidate_rows, order, axis=1)
+
+
+def ranking_metrics(
+    split: SplitData,
+    schema: FeatureSchema,
+    valid_frame: pd.DataFrame,
+    workflows: FittedWorkflows,
+    dlrm: DLRM,
+) -> dict[str, float]:
+    """Every validation impression, against the item's smoothed training CTR, per segment."""
+    user_id, item_id = schema.users.id, schema.items.id
     sparse_names, dense_names = ranking_inputs(workflows.user_spec, workflows.item_spec)
     with torch.no_grad():
         logits = dlrm(
@@ -75,20 +164,13 @@ def evaluate(
     smoothing = 10.0
     ctr = (impressions["sum"] + smoothing * prior) / (impressions["count"] + smoothing)
     baseline = split.valid[item_id].map(ctr).fillna(prior).to_numpy()
-    return {
-        "recall_k": recall_k,
-        "retrieval_recall_at_k": recall,
-        "retrieval_recall_at_k_popularity": recall_popular,
-        "ranking_auc": roc_auc(labels, probabilities),
-        "ranking_auc_popularity": roc_auc(labels, baseline),
-        "ranking_logloss": log_loss(labels, probabilities),
-        "ranking_logloss_popularity": log_loss(labels, baseline),
-        "validation_users": len(relevant_sets),
-        "validation_impressions": len(labels),
-        "train_impressions": len(train_frame),
-    }
-
-
-def _item_ids(catalog: Catalog, rows: np.ndarray) -> np.ndarray:
-    """Raw item ids of catalog rows; unfilled slots become -1 (never relevant)."""
-    return np.where(rows >= 0, catalog.item_ids[np.maximum(rows, 0)], -1)
+    warm = split.valid[user_id].isin(split.train[user_id]).to_numpy()
+    out: dict[str, float] = {}
+    for segment, mask in (("", np.ones_like(warm)), ("_warm", warm), ("_cold", ~warm)):
+        if len(np.unique(labels[mask])) < 2:
+            continue  # AUC needs both labels in the segment
+        out[f"ranking_auc{segment}"] = roc_auc(labels[mask], probabilities[mask])
+        out[f"ranking_auc_popularity{segment}"] = roc_auc(labels[mask], baseline[mask])
+        out[f"ranking_logloss{segment}"] = log_loss(labels[mask], probabilities[mask])
+        out[f"ranking_logloss_popularity{segment}"] = log_loss(labels[mask], baseline[mask])
+    return out

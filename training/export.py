@@ -29,12 +29,22 @@ from recsys.contract import (
     RANKING_FILE,
     USER_TABLE_FILE,
     Catalog,
+    History,
+    history_matrix,
+    order_keys,
 )
 from recsys.schema import FeatureSchema
 from recsys.settings import TrainingSettings
-from training.data import build_catalog, build_history, feature_frame, user_matrices
+from training.data import (
+    build_catalog,
+    build_history,
+    feature_frame,
+    history_before,
+    recent_popularity,
+    user_matrices,
+)
 from training.evaluate import build_index, evaluate
-from training.models import DLRM, QueryEncoder, RankingScorer
+from training.models import DLRM, QueryEncoder, RankingScorer, item_vectors
 from training.ranking import train_dlrm
 from training.retrieval import train_two_tower
 from workflows.fitted import FittedWorkflows
@@ -42,6 +52,8 @@ from workflows.fitted import FittedWorkflows
 
 def served_scores_sample(
     users: pd.DataFrame,
+    user_ids: np.ndarray,
+    history: History,
     workflows: FittedWorkflows,
     query_encoder: QueryEncoder,
     index: faiss.Index,
@@ -49,18 +61,23 @@ def served_scores_sample(
     dlrm: DLRM,
     num_candidates: int,
     top_k: int,
+    retrieval_weight: float,
 ) -> np.ndarray:
     """The scores the served pipeline would return to these users (top_k of the ranked
-    candidates): the reference distribution for score drift."""
+    candidates, in the served order): the reference distribution for score drift."""
     user_cat, user_cont = user_matrices(users, workflows)
+    user_history = history_matrix(history, user_ids, query_encoder.history_length)
     with torch.no_grad():
-        queries = query_encoder(torch.from_numpy(user_cat), torch.from_numpy(user_cont)).numpy()
-        _, rows = index.search(queries, min(num_candidates, index.ntotal))
+        queries = query_encoder(
+            torch.from_numpy(user_cat), torch.from_numpy(user_cont), torch.from_numpy(user_history)
+        ).numpy()
+        retrieval_scores, rows = index.search(queries, min(num_candidates, index.ntotal))
         scores = RankingScorer(dlrm)(
             torch.from_numpy(user_cat), torch.from_numpy(user_cont),
             torch.from_numpy(catalog.categorical[rows]), torch.from_numpy(catalog.continuous[rows]),
         ).numpy()  # fmt: skip
-    return -np.sort(-scores, axis=1)[:, :top_k].ravel()
+    order = np.argsort(-order_keys(scores, retrieval_scores, retrieval_weight), axis=1)
+    return np.take_along_axis(scores, order[:, :top_k], axis=1).ravel()
 
 
 def train_and_export(
@@ -72,6 +89,7 @@ def train_and_export(
     num_candidates: int = 100,
     top_k: int = 10,
     history_length: int = 200,
+    retrieval_weight: float = 1.0,
 ) -> dict[str, float | int]:
     """Train both models, write every serving artefact into `out_dir`, return the metrics."""
     torch.manual_seed(settings.seed)
@@ -82,17 +100,25 @@ def train_and_export(
     history = build_history(split.train, schema, catalog, history_length)
     train_frame = feature_frame(split.train, split.users, catalog, schema, workflows)
     valid_frame = feature_frame(split.valid, split.users, catalog, schema, workflows)
+    train_history = history_before(split.train, schema, catalog, settings.history_length)
 
-    two_tower = train_two_tower(train_frame, user_spec, item_spec, settings)
+    two_tower = train_two_tower(
+        train_frame, train_history, user_spec, item_spec, len(catalog.item_ids), settings
+    )
     dlrm = train_dlrm(train_frame, user_spec, item_spec, settings)
 
-    query_encoder = QueryEncoder(two_tower.query_tower).eval()
-    with torch.no_grad():
-        item_embeddings = two_tower.item_tower(
-            torch.from_numpy(catalog.categorical), torch.from_numpy(catalog.continuous)
-        ).numpy().astype(np.float32)  # fmt: skip
+    query_encoder = QueryEncoder(
+        two_tower.query_tower, settings.temperature, settings.popularity_prior_weight,
+        settings.history_length,
+    ).eval()  # fmt: skip
+    log_trend = recent_popularity(split.train, schema, catalog, settings.popularity_half_life)
+    item_embeddings = item_vectors(
+        two_tower.item_tower, torch.from_numpy(catalog.categorical),
+        torch.from_numpy(catalog.continuous), torch.from_numpy(log_trend),
+    ).numpy().astype(np.float32)  # fmt: skip
     metrics = evaluate(split, schema, train_frame, valid_frame, catalog, history, workflows,
-                       query_encoder, item_embeddings, dlrm, settings.recall_k)  # fmt: skip
+                       query_encoder, item_embeddings, dlrm, settings.recall_k,
+                       num_candidates, retrieval_weight)  # fmt: skip
 
     torch.jit.script(query_encoder).save(str(out_dir / QUERY_TOWER_FILE))
     torch.jit.script(RankingScorer(dlrm).eval()).save(str(out_dir / RANKING_FILE))
@@ -104,8 +130,11 @@ def train_and_export(
     user_id = schema.users.id
     requests = split.train[[user_id]].merge(split.users, on=user_id, how="left")
     sample = requests.sample(n=min(2000, len(requests)), random_state=settings.seed)
-    scores = served_scores_sample(sample.drop_duplicates(user_id), workflows, query_encoder,
-                                  index, catalog, dlrm, num_candidates, top_k)  # fmt: skip
+    sample = sample.drop_duplicates(user_id)
+    scores = served_scores_sample(
+        sample, sample[user_id].to_numpy(np.int64), history, workflows, query_encoder, index,
+        catalog, dlrm, num_candidates, top_k, retrieval_weight,
+    )  # fmt: skip
     build_reference_profile(schema, requests, scores).save(out_dir / PROFILE_FILE)
     catalog.save(out_dir / CATALOG_FILE)
     history.save(out_dir / HISTORY_FILE)

@@ -32,3 +32,23 @@ def recall_at_k(retrieved: np.ndarray, relevant: list[np.ndarray]) -> float:
         if len(relevant_items)
     ]
     return float(np.mean(recalls))
+
+
+def ndcg_at_k(retrieved: np.ndarray, relevant: list[np.ndarray]) -> float:
+    """Mean over users of DCG of the hits in `retrieved` [users, K] over the ideal DCG
+    (binary relevance, log2 discount)."""
+    if len(retrieved) != len(relevant):
+        raise ValueError("one relevant set per retrieved row is needed")
+    discount = 1.0 / np.log2(np.arange(retrieved.shape[1]) + 2.0)
+    values = []
+    for row, relevant_items in zip(retrieved, relevant, strict=True):
+        if len(relevant_items):
+            gains = np.isin(row, relevant_items) * discount
+            ideal = discount[: min(len(relevant_items), len(discount))].sum()
+            values.append(gains.sum() / ideal)
+    return float(np.mean(values))
+
+
+def coverage(retrieved: np.ndarray, catalog_size: int) -> float:
+    """Share of the catalog that appears in at least one user's list (padding ignored)."""
+    return float(len(np.unique(retrieved[retrieved >= 0])) / catalog_size)

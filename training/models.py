@@ -75,6 +75,53 @@ class Tower(nn.Module):
         return nn.functional.normalize(hidden, dim=1)
 
 
+class HistoryPooling(nn.Module):
+    """A user's recent items -> the mean of their embeddings: [N, H] -> [N, D].
+
+    Items are catalog rows + 1, so 0 is padding (zeros for a user with no history). Mean
+    pooling is what YouTube's candidate generator does with watch history: order-free,
+    cheap, and a user who sends two items in-session is already personalised.
+    """
+
+    def __init__(self, num_items: int, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.table.weight, std=0.05)
+        with torch.no_grad():
+            self.table.weight[0].zero_()
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        mask = (history > 0).to(torch.float32).unsqueeze(2)  # [N, H, 1]
+        summed = (self.table(history) * mask).sum(dim=1)  # [N, D]
+        return summed / mask.sum(dim=1).clamp(min=1.0)
+
+
+class QueryTower(nn.Module):
+    """User features + pooled interaction history -> MLP -> L2-normalised vector [N, out]."""
+
+    def __init__(
+        self,
+        cardinalities: list[int],
+        n_continuous: int,
+        num_items: int,
+        emb_dim: int,
+        out_dim: int,
+        widths: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.embeddings = CategoricalEmbeddings(cardinalities, emb_dim, widths)
+        self.history = HistoryPooling(num_items, out_dim)
+        width = len(cardinalities) * emb_dim + n_continuous + out_dim
+        self.mlp = mlp([width, 2 * out_dim, out_dim], final_activation=False)
+
+    def forward(
+        self, categorical: torch.Tensor, continuous: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        embedded = self.embeddings(categorical).flatten(1)
+        hidden = self.mlp(torch.cat([embedded, continuous, self.history(history)], dim=1))
+        return nn.functional.normalize(hidden, dim=1)
+
+
 class TwoTower(nn.Module):
     """Query and item towers trained with in-batch negatives (sampled softmax)."""
 
@@ -84,6 +131,7 @@ class TwoTower(nn.Module):
         n_user_continuous: int,
         item_cardinalities: list[int],
         n_item_continuous: int,
+        num_items: int,
         emb_dim: int,
         out_dim: int,
         temperature: float = 0.1,
@@ -91,8 +139,8 @@ class TwoTower(nn.Module):
         item_widths: list[int] | None = None,
     ) -> None:
         super().__init__()
-        self.query_tower = Tower(
-            user_cardinalities, n_user_continuous, emb_dim, out_dim, user_widths
+        self.query_tower = QueryTower(
+            user_cardinalities, n_user_continuous, num_items, emb_dim, out_dim, user_widths
         )
         self.item_tower = Tower(
             item_cardinalities, n_item_continuous, emb_dim, out_dim, item_widths
@@ -103,11 +151,12 @@ class TwoTower(nn.Module):
         self,
         user_cat: torch.Tensor,
         user_cont: torch.Tensor,
+        history: torch.Tensor,
         item_cat: torch.Tensor,
         item_cont: torch.Tensor,
         item_log_popularity: torch.Tensor,
     ) -> torch.Tensor:
-        queries = self.query_tower(user_cat, user_cont)
+        queries = self.query_tower(user_cat, user_cont, history)
         items = self.item_tower(item_cat, item_cont)
         # logQ correction: popular items appear as negatives more often than the
         # catalog would, so their logits are discounted by their sampling probability.
@@ -151,16 +200,44 @@ class DLRM(nn.Module):
 
 
 class QueryEncoder(nn.Module):
-    """Serving form of the query tower: user features -> query vectors [B, D]."""
+    """Serving form of the query tower: user features + history -> query vectors [B, D + 1].
 
-    def __init__(self, tower: Tower) -> None:
+    The scores an inner-product index returns are `q·v / temperature + prior_weight *
+    log_trend(item)`: the last coordinate (here `prior_weight`, on the item side the
+    item's log recent popularity, see `item_vectors`) adds a popularity prior, which is
+    what a user with no history and few features is served by. `history` is optional so
+    that a caller without it (the compatibility probe) gets the history-free answer.
+    """
+
+    def __init__(
+        self, tower: QueryTower, temperature: float, prior_weight: float, history_length: int
+    ) -> None:
         super().__init__()
         self.tower = tower
+        self.temperature = temperature
+        self.prior_weight = prior_weight
+        self.history_length = history_length
 
     def forward(
-        self, user_categorical: torch.Tensor, user_continuous: torch.Tensor
+        self,
+        user_categorical: torch.Tensor,
+        user_continuous: torch.Tensor,
+        user_history: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.tower(user_categorical, user_continuous)
+        if user_history is None:
+            user_history = torch.zeros(
+                (user_categorical.shape[0], self.history_length), dtype=torch.int64
+            )
+        query = self.tower(user_categorical, user_continuous, user_history) / self.temperature
+        prior = torch.full((query.shape[0], 1), self.prior_weight, dtype=query.dtype)
+        return torch.cat([query, prior], dim=1)
+
+
+def item_vectors(item_tower: Tower, categorical: torch.Tensor, continuous: torch.Tensor,
+                 log_trend: torch.Tensor) -> torch.Tensor:
+    """The index side of `QueryEncoder`: [N, D] item vectors with log_trend appended."""
+    with torch.no_grad():
+        return torch.cat([item_tower(categorical, continuous), log_trend[:, None]], dim=1)
 
 
 class RankingScorer(nn.Module):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from recsys.contract import FeatureSpec
 from recsys.settings import TrainingSettings
 from training.data import loader, slot_names, stack
 from training.models import DLRM
+from training.progress import epoch_progress
 
 
 def ranking_inputs(user_spec: FeatureSpec, item_spec: FeatureSpec) -> tuple[tuple[str, ...], ...]:
@@ -36,15 +36,17 @@ def train_dlrm(
     batches = loader(train, settings.batch_size, shuffle=True)
     model.train()
     for epoch in range(settings.ranking_epochs):
-        progress = tqdm(batches, desc=f"DLRM epoch {epoch + 1}/{settings.ranking_epochs}",
-                        leave=False, mininterval=2.0)  # fmt: skip
-        for batch, labels in progress:
-            logits = model(
-                stack(batch, sparse_names, torch.int64), stack(batch, dense_names, torch.float32)
-            )
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        with epoch_progress("DLRM", epoch, settings.ranking_epochs) as progress:
+            for batch, labels in batches:
+                logits = model(
+                    stack(batch, sparse_names, torch.int64),
+                    stack(batch, dense_names, torch.float32),
+                )
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, labels.reshape(-1)
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                progress.step(loss.item())
     return model.eval()

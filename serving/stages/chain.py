@@ -38,7 +38,9 @@ class InProcessRecommender:
         self.retrieval = RetrievalStage(version_dir("retrieval"), self.serving.num_candidates)
         self.item_features = ItemFeatureStage(version_dir("item_features"))
         self.ranking = RankingStage(version_dir("ranking"))
-        self.reorder = ReorderStage(version_dir("reorder"), self.serving.max_top_k)
+        self.reorder = ReorderStage(
+            version_dir("reorder"), self.serving.max_top_k, self.serving.retrieval_weight
+        )
 
     def recommend(
         self,
@@ -47,8 +49,10 @@ class InProcessRecommender:
         exclude_item_ids: list[np.ndarray] | None = None,
         overrides: dict[str, np.ndarray] | None = None,
         filter_seen: bool = True,
+        history_item_ids: list[np.ndarray] | None = None,
     ) -> list[Recommendation]:
-        """What the ensemble answers; `filter_seen` as the request input of that name."""
+        """What the ensemble answers; `filter_seen` and `history_item_ids` as the request
+        inputs of those names."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
         raw = self.user_features.raw_columns(user_ids)
         features = self.user_features.features
@@ -59,10 +63,15 @@ class InProcessRecommender:
         if exclude_item_ids is not None:
             exclude = [np.asarray(ids, dtype=np.int64) for ids in exclude_item_ids]
         seen = np.full(len(user_ids), filter_seen, dtype=bool)
-        rows, _ = self.retrieval(user_cat, user_cont, user_ids, exclude, seen)
+        session = None
+        if history_item_ids is not None:
+            session = [np.asarray(ids, dtype=np.int64) for ids in history_item_ids]
+        rows, retrieval_scores = self.retrieval(user_cat, user_cont, user_ids, exclude, seen,
+                                                session)  # fmt: skip
         item_cat, item_cont = self.item_features(rows)
         scores = self.ranking(user_cat, user_cont, item_cat, item_cont)
         return [
-            self.reorder(rows[i], scores[i], top_k, None if exclude is None else exclude[i])
+            self.reorder(rows[i], scores[i], top_k, None if exclude is None else exclude[i],
+                         retrieval_scores=retrieval_scores[i])  # fmt: skip
             for i in range(len(rows))
         ]

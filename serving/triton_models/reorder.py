@@ -23,6 +23,7 @@ from serving.triton_io import RequestError
 class ReorderRequest:
     rows: np.ndarray  # [B, C] catalog rows
     scores: np.ndarray  # [B, C]
+    retrieval_scores: np.ndarray | None  # [B, C]
     top_k: np.ndarray  # [B]
     exclude: np.ndarray | None  # [B, E], negative = padding
     temperature: np.ndarray | None  # [B]
@@ -33,7 +34,8 @@ class TritonPythonModel:
         self.name = args["model_name"]
         params = triton_io.parameters(args)
         max_top_k = int(params["max_top_k"])
-        self.stage = triton_io.load_stage(args, lambda d: ReorderStage(d, max_top_k))
+        weight = float(params["retrieval_weight"])
+        self.stage = triton_io.load_stage(args, lambda d: ReorderStage(d, max_top_k, weight))
         self.max_exclude = int(params["max_exclude"])
         self.version = np.int64(int(args["model_version"]))
         self.metrics = LiveMetrics(pb_utils, self.name, args["model_version"])
@@ -49,15 +51,22 @@ class TritonPythonModel:
             triton_io.optional_input(request, "exclude_item_ids"), self.max_exclude
         )
         temperature = triton_io.optional_input(request, "temperature")
+        retrieval_scores = triton_io.optional_input(request, "retrieval_scores")
+        if retrieval_scores is not None:
+            # NaN marks the NO_CANDIDATE slots, which the stage drops.
+            retrieval_scores = np.where(rows >= 0, retrieval_scores, 0.0)
+            triton_io.check_finite("retrieval_scores", retrieval_scores)
         return ReorderRequest(
             rows,
             scores,
+            retrieval_scores,
             triton_io.required_input(request, "top_k").reshape(-1),
             exclude,
             None if temperature is None else temperature.reshape(-1),
         )
 
     def _recommend(self, item: ReorderRequest, i: int) -> Recommendation:
+        retrieval_scores = item.retrieval_scores
         try:
             return self.stage(
                 item.rows[i],
@@ -65,6 +74,7 @@ class TritonPythonModel:
                 int(item.top_k[i]),
                 None if item.exclude is None else item.exclude[i],
                 0.0 if item.temperature is None else float(item.temperature[i]),
+                retrieval_scores=None if retrieval_scores is None else retrieval_scores[i],
             )
         except ValueError as exc:  # the stage's own checks: top_k range, temperature
             raise RequestError(str(exc)) from exc

@@ -20,6 +20,7 @@ class RetrievalRequest:
     user_ids: np.ndarray | None  # [B]
     exclude: list[np.ndarray] | None  # B arrays of raw ids, negative = padding
     filter_seen: np.ndarray | None  # [B] bool
+    session: list[np.ndarray] | None  # B arrays of raw ids, negative = padding
 
 
 class TritonPythonModel:
@@ -29,6 +30,7 @@ class TritonPythonModel:
         torch.set_num_threads(int(params["torch_threads"]))
         num_candidates = int(params["num_candidates"])
         self.max_exclude = int(params["max_exclude"])
+        self.max_history_items = int(params["max_history_items"])
         self.stage = triton_io.load_stage(
             args, lambda directory: RetrievalStage(directory, num_candidates)
         )
@@ -47,17 +49,22 @@ class TritonPythonModel:
             triton_io.optional_input(request, "exclude_item_ids"), self.max_exclude
         )
         filter_seen = triton_io.optional_input(request, "filter_seen")
+        session = triton_io.check_exclude(
+            triton_io.optional_input(request, "history_item_ids"), self.max_history_items,
+            "history_item_ids",
+        )  # fmt: skip
         return RetrievalRequest(
             user_cat,
             user_cont,
             None if user_ids is None else user_ids.reshape(rows).astype(np.int64),
             None if exclude is None else list(exclude.reshape(rows, -1)),
             None if filter_seen is None else filter_seen.reshape(rows).astype(bool),
+            None if session is None else list(session.reshape(rows, -1)),
         )
 
     def _run(self, batch: list[RetrievalRequest]) -> list[Any]:
         sizes = [len(item.user_cat) for item in batch]
-        user_ids = exclude = filter_seen = None
+        user_ids = exclude = filter_seen = session = None
         if all(item.user_ids is not None for item in batch):
             user_ids = np.concatenate([item.user_ids for item in batch])  # type: ignore[misc]
             filter_seen = np.concatenate([
@@ -70,10 +77,16 @@ class TritonPythonModel:
                 for size, item in zip(sizes, batch, strict=True)
                 for ids in (item.exclude or [np.empty(0, np.int64)] * size)
             ]
+        if any(item.session is not None for item in batch):
+            session = [
+                ids
+                for size, item in zip(sizes, batch, strict=True)
+                for ids in (item.session or [np.empty(0, np.int64)] * size)
+            ]
         rows, scores = self.stage(
             np.concatenate([item.user_cat for item in batch]),
             np.concatenate([item.user_cont for item in batch]),
-            user_ids, exclude, filter_seen,
+            user_ids, exclude, filter_seen, session,
         )  # fmt: skip
         outputs = {
             "candidate_rows": triton_io.split(rows, sizes),
