@@ -65,7 +65,7 @@ class QueuePolicySettings(_Section):
     max_queue_size: int = Field(16, ge=0)
     # A request still queued after this long is rejected (REJECT) or deprioritised (DELAY);
     # 0 means no timeout.
-    default_timeout_microseconds: int = Field(100_000, ge=0)
+    default_timeout_microseconds: int = Field(1_000_000, ge=0)
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
     # Let a request ask for a shorter (or longer) queue timeout with the `timeout` parameter.
     allow_timeout_override: bool = True
