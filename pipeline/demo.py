@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.config, args.schema)
 
     metrics = build_artifacts(settings, args.artifacts, args.data_dir)
-    print("offline metrics on the validation split (model vs popularity baseline):")
+    print("offline metrics on the validation split (served lists vs most-popular and ALS):")
     print(format_metrics(metrics))
     with step(f"writing model repository {args.repository}"):
         build_model_repository(args.artifacts, args.repository, settings.serving, version=1)

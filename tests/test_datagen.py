@@ -177,6 +177,21 @@ def test_time_split_holds_out_the_latest_interactions() -> None:
         split(tiny, 0.2)
 
 
+def test_leave_last_n_split_holds_out_each_users_latest_interactions() -> None:
+    raw = generate(load_schema("synthetic"), SMALL)
+    data = split(raw, 0.2, "leave_last_n", last_n=3)
+    user = "user_id"
+    sizes = raw.interactions.groupby(user).size()
+    held = data.valid.groupby(user).size()
+    assert (held == 3).all() and set(held.index) == set(sizes[sizes > 3].index)
+    latest_train = data.train.groupby(user)[TIMESTAMP].max()
+    earliest_valid = data.valid.groupby(user)[TIMESTAMP].min()
+    assert (latest_train.loc[earliest_valid.index] <= earliest_valid).all()
+    assert len(data.train) + len(data.valid) == len(raw.interactions)
+    with pytest.raises(DataFormatError, match="unknown split strategy 'random'"):
+        split(raw, 0.2, "random")
+
+
 def test_write_canonical_replaces_atomically(tmp_path: Path) -> None:
     schema = load_schema("synthetic")
     first = generate(schema, SMALL)
