@@ -56,6 +56,10 @@ class HttpLoadResult:
         """Successful answers per second."""
         return max(self.requests - self.errors, 0) / self.seconds
 
+    @staticmethod
+    def columns() -> tuple[str, ...]:
+        return ("series", "concurrency", "throughput", "p50_ms", "p99_ms", "errors", "requests")
+
     def as_row(self) -> dict[str, Any]:
         return {
             "series": self.target,
