@@ -171,6 +171,89 @@ def test_bad_input_is_invalid_argument_naming_the_problem(
     assert (result.as_numpy("item_ids") >= 0).sum() == 4
 
 
+# Bad values of inputs only later stages use (and an override): refused by the first stage,
+# naming the input, before retrieval or ranking computes anything for them.
+EARLY_CASES = [
+    Case("top_k 0", lambda: base(top_k=0), ("input 'top_k'", "between 1 and 100", "got 0")),
+    Case("top_k above candidates", lambda: base(top_k=101), ("input 'top_k'", "got 101")),
+    Case(
+        "exclude list too long",
+        with_input("exclude_item_ids", np.zeros((1, 1001), np.int64), "INT64"),
+        ("input 'exclude_item_ids' has 1001 ids; at most 1000",),
+    ),
+    Case(
+        "NaN temperature",
+        with_input("temperature", np.array([[np.nan]], np.float32), "FP32"),
+        ("input 'temperature'", "finite number >= 0"),
+    ),
+    Case(
+        "negative temperature",
+        with_input("temperature", np.array([[-1.0]], np.float32), "FP32"),
+        ("input 'temperature'", "got -1.0"),
+    ),
+    Case(
+        "absurd age",
+        with_input("age", np.array([[1e30]], np.float32), "FP32"),
+        ("input 'age' must be between 0 and 150",),
+    ),
+]
+DOWNSTREAM = ("retrieval", "item_features", "ranking", "reorder")
+
+
+def stage_counts(triton: TritonServer) -> dict[str, tuple[int, int, int]]:
+    """(inference_count, successes, failures) per stage, from Triton's own statistics."""
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        stats = client.get_inference_statistics("").model_stats
+    finally:
+        client.close()
+    return {
+        s.name: (s.inference_count, s.inference_stats.success.count, s.inference_stats.fail.count)
+        for s in stats
+        if s.name in (*DOWNSTREAM, "user_features")
+    }
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("case", EARLY_CASES, ids=lambda c: c.name)
+def test_a_bad_request_is_refused_before_retrieval_runs(
+    protocol: str, case: Case, triton: TritonServer, known_user: int
+) -> None:
+    url = url_for(triton, protocol)
+    before = stage_counts(triton)
+    with pytest.raises(InferenceServerException) as info:
+        raw_infer(protocol, url, case.inputs())
+    after = stage_counts(triton)
+    assert info.value.status() == INVALID_STATUS[protocol], info.value
+    for expected in case.expected:
+        assert expected in info.value.message(), info.value.message()
+    # The first stage executed (and refused) it; no later stage saw it (tests run one at a
+    # time, so nothing else moves these counters in between). The Python backend counts an
+    # error response as an executed request, not a failed one.
+    assert after["user_features"] != before["user_features"]
+    assert {m: after[m] for m in DOWNSTREAM} == {m: before[m] for m in DOWNSTREAM}
+    result = raw_infer(protocol, url, base(known_user, 4))
+    assert (result.as_numpy("item_ids") >= 0).sum() == 4
+    assert stage_counts(triton)["retrieval"][0] == before["retrieval"][0] + 1
+
+
+def test_each_stage_keeps_its_own_guard_for_direct_calls(triton: TritonServer) -> None:
+    """A direct call to reorder (no first stage in front) is still refused, naming top_k."""
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensors = []
+    for name, array, datatype in (
+        ("candidate_rows", np.arange(100, dtype=np.int64).reshape(1, 100), "INT64"),
+        ("ranking_scores", np.linspace(1, 0, 100, dtype=np.float32).reshape(1, 100), "FP32"),
+        ("top_k", np.array([[0]], np.int32), "INT32"),
+    ):
+        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    with pytest.raises(InferenceServerException, match="top_k must be between 1 and") as info:
+        client.infer("reorder", tensors)
+    assert info.value.status() == INVALID_STATUS["grpc"]
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_negative_and_unknown_user_ids_are_served_out_of_vocabulary(
     protocol: str, triton: TritonServer

@@ -38,8 +38,22 @@ class TritonPythonModel:
         self.id_name = REQUEST_USER_ID
         self.metrics = LiveMetrics(pb_utils, self.name, args["model_version"])
         self.profile = load_profile(triton_io.version_dir(args))
+        params = triton_io.parameters(args)
+        # The ensemble hands this first stage the inputs later stages consume, so a bad
+        # request is refused here, before retrieval and ranking spend anything on it.
+        self.max_top_k = min(int(params["max_top_k"]), int(params["num_candidates"]))
+        self.max_exclude = int(params["max_exclude"])
+
+    def _check_request(self, request: Any) -> None:
+        """The inputs only later stages use; each of them keeps its own guard too."""
+        triton_io.check_top_k(triton_io.optional_input(request, "top_k"), self.max_top_k)
+        triton_io.check_exclude(
+            triton_io.optional_input(request, "exclude_item_ids"), self.max_exclude
+        )
+        triton_io.check_temperature(triton_io.optional_input(request, "temperature"))
 
     def _parse(self, request: Any) -> UserRequest:
+        self._check_request(request)
         ids = triton_io.required_input(request, self.id_name).reshape(-1).astype(np.int64)
         overrides = {}
         for name, feature in self.overridable.items():
