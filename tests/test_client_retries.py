@@ -7,13 +7,18 @@ restart under a sending client is in tests/test_faults.py.
 
 from __future__ import annotations
 
+import http.server
+import itertools
+import json
 import random
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -194,3 +199,99 @@ def test_cli_reports_an_unreachable_server_clearly() -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "after 2 attempts [UNAVAILABLE]" in result.stderr
+
+
+# --- backoff on overload refusals -----------------------------------------------------------
+
+OVERLOADED = "in ensemble 'recommender', Exceeds maximum queue size"
+BACKOFF_S = 0.05
+RETRIES = 4
+
+
+def check_backoff(times: list[float]) -> None:
+    """Gaps between attempts: at least half the nominal backoff (jitter is a factor in
+    [0.5, 1]), growing, and at least one below nominal (that is the jitter: sleeping and
+    sending only ever add time)."""
+    assert len(times) == RETRIES + 1, times
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    nominal = [BACKOFF_S * 2**n for n in range(RETRIES)]
+    assert all(gap >= 0.5 * n - 0.005 for gap, n in zip(gaps, nominal, strict=True)), gaps
+    assert gaps[-1] > 2 * gaps[0], gaps
+    assert any(gap < n for gap, n in zip(gaps, nominal, strict=True)), (gaps, "no jitter")
+
+
+class _Overloaded(http.server.BaseHTTPRequestHandler):
+    """Answers every POST as Triton's queue policy does under overload (or with `code`)."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as Triton's HTTP endpoint
+    code = 503
+    seen: ClassVar[list[tuple[float, int]]] = []  # (time, client port) per request
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((time.monotonic(), self.client_address[1]))
+        data = json.dumps({"error": OVERLOADED}).encode()
+        self.send_response(self.code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("code", [503, 429])
+def test_http_overload_refusals_are_retried_with_growing_jittered_backoff(code: int) -> None:
+    handler = type("Handler", (_Overloaded,), {"code": code, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"127.0.0.1:{server.server_address[1]}"
+        client = RecommenderClient(url, "http", retries=RETRIES, backoff_s=BACKOFF_S)
+        with client, pytest.raises(ServerUnavailableError, match="Exceeds maximum queue size"):
+            client.recommend(1, 5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    check_backoff([t for t, _ in handler.seen])
+    # The server answered: the client kept its connection instead of adding handshakes.
+    assert len({port for _, port in handler.seen}) == 1
+
+
+def test_grpc_overload_refusals_are_retried_with_growing_jittered_backoff() -> None:
+    seen: list[float] = []
+
+    def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(time.monotonic())
+        context.abort(grpc.StatusCode.UNAVAILABLE, OVERLOADED)
+        return b""
+
+    class Refuse(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(refuse)
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), handlers=[Refuse()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        client = RecommenderClient(
+            f"127.0.0.1:{port}", "grpc", retries=RETRIES, backoff_s=BACKOFF_S
+        )
+        with pytest.raises(ServerUnavailableError, match="Exceeds maximum queue size") as info:
+            client.recommend(1, 5)
+        assert info.value.attempts == RETRIES + 1
+    finally:
+        server.stop(grace=None)
+    check_backoff(seen)
+
+
+def test_overload_refusals_keep_the_connection_and_shutdown_drops_it() -> None:
+    overloaded = classify(InferenceServerException(OVERLOADED, status="StatusCode.UNAVAILABLE"))
+    timed_out = classify(InferenceServerException("Request timeout expired", status="503"))
+    stopping = classify(InferenceServerException("Server is stopping", status="503"))
+    assert overloaded is not None and timed_out is not None and stopping is not None
+    assert overloaded.retryable and timed_out.retryable and stopping.retryable
+    assert not overloaded.reconnect and not timed_out.reconnect
+    assert stopping.reconnect
