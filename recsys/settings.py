@@ -53,6 +53,11 @@ class TrainingSettings(_Section):
     temperature: float = Field(0.1, gt=0.0)
     popularity_prior_weight: float = Field(3.0, ge=0.0)
     popularity_half_life: float = Field(0.05, gt=0.0, le=10.0)
+    # INT8 ranking model (dynamic quantisation of the DLRM's MLPs, training/quantize.py):
+    # exported only if its validation AUC differs from the float model's by at most
+    # `quantize_auc_tolerance`; both AUCs and the speed-up land in metrics.json either way.
+    quantize_ranking: bool = False
+    quantize_auc_tolerance: float = Field(0.002, ge=0.0, le=1.0)
 
 
 class QueuePolicySettings(_Section):
@@ -69,6 +74,30 @@ class QueuePolicySettings(_Section):
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
     # Let a request ask for a shorter (or longer) queue timeout with the `timeout` parameter.
     allow_timeout_override: bool = True
+
+
+class HnswSettings(_Section):
+    m: int = Field(32, ge=4, le=256)  # graph degree: recall and memory grow with it
+    ef_construction: int = Field(64, ge=8)
+    ef_search: int = Field(256, ge=1)  # stored in the index file; served as built
+
+
+class IvfSettings(_Section):
+    nlist: int = Field(0, ge=0)  # inverted lists; 0 = 4 x sqrt(catalog size)
+    nprobe: int = Field(16, ge=1)  # lists searched per query; stored in the index file
+
+
+class IndexSettings(_Section):
+    """The item index retrieval searches, built with the model set (training/index.py).
+
+    exact is faiss.IndexFlatIP; hnsw and ivf are approximate inner-product indexes whose
+    recall@num_candidates against exact search is measured at build time on the
+    evaluation users' queries: a build below `min_recall` is refused."""
+
+    type: Literal["exact", "hnsw", "ivf"] = "exact"
+    hnsw: HnswSettings = HnswSettings()
+    ivf: IvfSettings = IvfSettings()
+    min_recall: float = Field(0.95, ge=0.0, le=1.0)
 
 
 class ServingSettings(_Section):
@@ -92,6 +121,7 @@ class ServingSettings(_Section):
     ranking_backend: Literal["python", "pytorch_libtorch"] = "python"
     torch_threads: int = Field(1, ge=1)
     queue_policy: QueuePolicySettings = QueuePolicySettings()
+    index: IndexSettings = IndexSettings()
 
 
 class ServerSettings(_Section):

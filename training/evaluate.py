@@ -25,8 +25,10 @@ from recsys.contract import (
     take_allowed,
 )
 from recsys.schema import FeatureSchema
+from recsys.settings import IndexSettings
 from training.baselines import als_rows, filtered, most_popular_rows
 from training.data import frame_matrix
+from training.index import build_index as index_of
 from training.metrics import coverage, log_loss, ndcg_at_k, recall_at_k, roc_auc
 from training.models import DLRM, QueryEncoder, RankingScorer
 from training.ranking import ranking_inputs
@@ -36,11 +38,37 @@ SEGMENTS = ("all", "warm", "cold")
 SYSTEMS = ("served", "retrieval", "popularity", "als")
 
 
-def build_index(embeddings: np.ndarray) -> faiss.Index:
-    """Exact inner-product search; the catalog sizes served here do not need an ANN index."""
-    index = faiss.IndexFlatIP(embeddings.shape[1])
-    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-    return index
+def build_index(embeddings: np.ndarray, settings: IndexSettings | None = None) -> faiss.Index:
+    """The item index as configured (exact inner-product search unless `settings` says
+    otherwise); training/index.py builds it, measures and checks its recall."""
+    return index_of(embeddings, settings or IndexSettings())
+
+
+def relevant_items(split: SplitData, schema: FeatureSchema) -> pd.Series:
+    """Users with at least one validation positive -> those items (the evaluation users)."""
+    positives = split.valid[split.valid[LABEL] > 0]
+    return positives.groupby(schema.users.id)[schema.items.id].apply(lambda s: s.unique())
+
+
+def evaluation_queries(
+    split: SplitData,
+    schema: FeatureSchema,
+    history: History,
+    workflows: FittedWorkflows,
+    query_encoder: QueryEncoder,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluation users' transformed features and query vectors [U, D + 1], in the
+    order of `relevant_items`: what the index's recall is measured on at build time."""
+    user_id = schema.users.id
+    eval_users = relevant_items(split, schema).index.to_numpy(np.int64)
+    users = split.users.set_index(user_id).loc[eval_users].reset_index()
+    user_cat, user_cont = stack_features(transform(workflows.user, users), workflows.user_spec)
+    user_history = history_matrix(history, eval_users, query_encoder.history_length)
+    with torch.no_grad():
+        queries = query_encoder(
+            torch.from_numpy(user_cat), torch.from_numpy(user_cont), torch.from_numpy(user_history)
+        ).numpy()
+    return user_cat, user_cont, queries
 
 
 def list_metrics(
@@ -73,27 +101,24 @@ def evaluate(
     recall_k: int,
     num_candidates: int,
     retrieval_weight: float,
+    index: faiss.Index | None = None,
 ) -> dict[str, float | int]:
     user_id, item_id = schema.users.id, schema.items.id
-    # Retrieval: users with at least one validation positive, relevant = those items.
-    positives = split.valid[split.valid[LABEL] > 0]
-    relevant = positives.groupby(user_id)[item_id].apply(lambda s: s.unique())
+    relevant = relevant_items(split, schema)
     eval_users = relevant.index.to_numpy(np.int64)
     relevant_rows = [pd.Index(catalog.item_ids).get_indexer(ids) for ids in relevant]
     warm = np.isin(eval_users, split.train[user_id].to_numpy(np.int64))
-    users = split.users.set_index(user_id).loc[eval_users].reset_index()
-    user_cat, user_cont = stack_features(transform(workflows.user, users), workflows.user_spec)
-    user_history = history_matrix(history, eval_users, query_encoder.history_length)
-    with torch.no_grad():
-        queries = query_encoder(
-            torch.from_numpy(user_cat), torch.from_numpy(user_cont), torch.from_numpy(user_history)
-        ).numpy()
+    user_cat, user_cont, queries = evaluation_queries(
+        split, schema, history, workflows, query_encoder
+    )
     n_items = len(catalog.item_ids)
     k = min(recall_k, n_items)
     candidates = max(k, min(num_candidates, n_items))
     seen = history.of(eval_users)
     depth = min(candidates + max((len(rows) for rows in seen), default=0), n_items)
-    scores, ranked = build_index(item_embeddings).search(queries, depth)
+    # The index the server searches (approximate or not), when the caller built one.
+    searched = build_index(item_embeddings) if index is None else index
+    scores, ranked = searched.search(queries, depth)
     positions = first_allowed(ranked, seen, candidates)
     candidate_rows = take_allowed(ranked, positions, NO_CANDIDATE)
     candidate_scores = take_allowed(scores, positions, np.nan)

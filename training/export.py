@@ -34,7 +34,7 @@ from recsys.contract import (
     order_keys,
 )
 from recsys.schema import FeatureSchema
-from recsys.settings import TrainingSettings
+from recsys.settings import IndexSettings, TrainingSettings
 from training.data import (
     build_catalog,
     build_history,
@@ -43,8 +43,10 @@ from training.data import (
     recent_popularity,
     user_matrices,
 )
-from training.evaluate import build_index, evaluate
+from training.evaluate import evaluate, evaluation_queries
+from training.index import build_checked_index
 from training.models import DLRM, QueryEncoder, RankingScorer, item_vectors
+from training.quantize import compare_int8
 from training.ranking import train_dlrm
 from training.retrieval import train_two_tower
 from workflows.fitted import FittedWorkflows
@@ -71,13 +73,28 @@ def served_scores_sample(
         queries = query_encoder(
             torch.from_numpy(user_cat), torch.from_numpy(user_cont), torch.from_numpy(user_history)
         ).numpy()
-        retrieval_scores, rows = index.search(queries, min(num_candidates, index.ntotal))
+        retrieval_scores, found = index.search(queries, min(num_candidates, index.ntotal))
+        # An approximate index may find fewer than asked (-1): those slots are not served.
+        rows = np.maximum(found, 0)
         scores = RankingScorer(dlrm)(
             torch.from_numpy(user_cat), torch.from_numpy(user_cont),
             torch.from_numpy(catalog.categorical[rows]), torch.from_numpy(catalog.continuous[rows]),
         ).numpy()  # fmt: skip
-    order = np.argsort(-order_keys(scores, retrieval_scores, retrieval_weight), axis=1)
-    return np.take_along_axis(scores, order[:, :top_k], axis=1).ravel()
+    keys = order_keys(scores, retrieval_scores, retrieval_weight)
+    order = np.argsort(-np.where(found >= 0, keys, -np.inf), axis=1)[:, :top_k]
+    served = np.take_along_axis(scores, order, axis=1)
+    return served[np.take_along_axis(found, order, axis=1) >= 0]
+
+
+def one_request(
+    split: SplitData, workflows: FittedWorkflows, catalog: Catalog, num_candidates: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the ranking stage gets for one request: the first user's features and the
+    first `num_candidates` catalog rows (the timing input of the INT8 comparison)."""
+    user_cat, user_cont = user_matrices(split.users.iloc[:1], workflows)
+    count = min(num_candidates, len(catalog.item_ids))
+    return (user_cat, user_cont, catalog.categorical[None, :count],
+            catalog.continuous[None, :count])  # fmt: skip
 
 
 def train_and_export(
@@ -90,8 +107,13 @@ def train_and_export(
     top_k: int = 10,
     history_length: int = 200,
     retrieval_weight: float = 1.0,
+    index_settings: IndexSettings | None = None,
 ) -> dict[str, float | int]:
-    """Train both models, write every serving artefact into `out_dir`, return the metrics."""
+    """Train both models, write every serving artefact into `out_dir`, return the metrics.
+
+    The item index is built as `index_settings` (serving.index) says and the evaluation
+    searches that same index; an approximate index below its recall floor stops the build
+    before anything is written."""
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,14 +138,28 @@ def train_and_export(
         two_tower.item_tower, torch.from_numpy(catalog.categorical),
         torch.from_numpy(catalog.continuous), torch.from_numpy(log_trend),
     ).numpy().astype(np.float32)  # fmt: skip
+    _, _, queries = evaluation_queries(split, schema, history, workflows, query_encoder)
+    index, index_report = build_checked_index(
+        item_embeddings, queries, num_candidates, index_settings or IndexSettings()
+    )
     metrics = evaluate(split, schema, train_frame, valid_frame, catalog, history, workflows,
                        query_encoder, item_embeddings, dlrm, settings.recall_k,
-                       num_candidates, retrieval_weight)  # fmt: skip
+                       num_candidates, retrieval_weight, index)  # fmt: skip
+    metrics |= index_report.metrics()
+    ranking_scorer = RankingScorer(dlrm).eval()
+    if settings.quantize_ranking:
+        int8_scorer, report = compare_int8(
+            dlrm, valid_frame, user_spec, item_spec,
+            one_request(split, workflows, catalog, num_candidates),
+            settings.quantize_auc_tolerance,
+        )  # fmt: skip
+        metrics |= report.metrics()
+        if report.accepted:
+            ranking_scorer = int8_scorer
 
     torch.jit.script(query_encoder).save(str(out_dir / QUERY_TOWER_FILE))
-    torch.jit.script(RankingScorer(dlrm).eval()).save(str(out_dir / RANKING_FILE))
+    torch.jit.script(ranking_scorer).save(str(out_dir / RANKING_FILE))
     np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_embeddings)
-    index = build_index(item_embeddings)
     faiss.write_index(index, str(out_dir / ITEM_INDEX_FILE))
     # Reference profile: requests as training traffic looked (one row per training
     # interaction's user) and the scores served to a sample of those users.

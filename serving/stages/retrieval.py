@@ -1,5 +1,6 @@
 """Stage 2, retrieval: the query tower (user features + the user's stored history + the
-request's session items) and exact inner-product search over the item vectors, minus what
+request's session items) and inner-product search over the item vectors (exact or the
+approximate index the model set was built with, serving.index), minus what
 the user already consumed (stored history and session items) and what the request
 excludes; more neighbours are searched so that filters do not shorten the candidate list
 while the catalog has enough items."""
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 import torch
 
+from recsys.ann import load_index, search_parameters
 from recsys.contract import (
     CATALOG_FILE,
     HISTORY_FILE,
@@ -28,9 +29,17 @@ from recsys.contract import (
 
 
 class RetrievalStage:
-    def __init__(self, version_dir: Path, num_candidates: int) -> None:
+    def __init__(
+        self,
+        version_dir: Path,
+        num_candidates: int,
+        search_overrides: dict[str, int] | None = None,
+    ) -> None:
         self.query_tower = torch.jit.load(str(version_dir / QUERY_TOWER_FILE))
-        self.index = faiss.read_index(str(version_dir / ITEM_INDEX_FILE))
+        # Searched with the efSearch / nprobe its recall was checked with at build time
+        # (stored in the file) unless the caller overrides them.
+        self.index = load_index(version_dir / ITEM_INDEX_FILE, search_overrides)
+        self.search_parameters = search_parameters(self.index)
         if num_candidates > self.index.ntotal:
             raise ValueError(
                 f"num_candidates={num_candidates} exceeds the catalog size {self.index.ntotal}"
@@ -106,7 +115,9 @@ class RetrievalStage:
         widest = max((len(rows) for rows in excluded), default=0)
         depth = min(self.num_candidates + widest, self.index.ntotal)
         scores, ranked = self.index.search(queries, depth)
-        if not widest:
+        # An approximate index can return fewer neighbours than asked (-1 labels): those go
+        # through the filter below, which never lets a negative row through.
+        if not widest and (ranked >= 0).all():
             return ranked.astype(np.int64), scores.astype(np.float32)
         positions = first_allowed(ranked, excluded, self.num_candidates)
         rows = take_allowed(ranked, positions, NO_CANDIDATE).astype(np.int64)
