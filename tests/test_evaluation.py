@@ -13,7 +13,9 @@ from pipeline.evaluate import main
 from recsys.settings import DEFAULT_CONFIG_PATH
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.server
+# Two full builds on real data plus a served pass: a few minutes on a quiet 2-core
+# machine, far more on a shared one; the suite-wide per-test limit is too short for it.
+pytestmark = [pytest.mark.server, pytest.mark.timeout(3000)]
 
 
 @pytest.fixture(scope="module")
