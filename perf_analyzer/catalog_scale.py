@@ -2,7 +2,8 @@
 default here) over N synthetic items, serve it with the real tritonserver and measure the
 ensemble at concurrency 1 with perf_analyzer.
 
-    python -m perf_analyzer.catalog_scale --items 1000000 --out results/catalog_1m
+    python -m perf_analyzer.catalog_scale --items 1000000 --users 300 \
+        --impressions-per-user 200 --out results/catalog_1m
 
 Writes `<out>/catalog_scale.json` (build and index figures from metrics.json, the served
 latency and throughput) and perf_analyzer's CSV. The build is the project's own
@@ -60,10 +61,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def scaled_settings(base: Settings, items: int, index: IndexSettings) -> Settings:
+def scaled_settings(
+    base: Settings, items: int, index: IndexSettings, users: int | None = None,
+    impressions_per_user: int | None = None,
+) -> Settings:
     """`base` with `items` synthetic items, this index and free loopback ports (the machine
-    is shared: another engineer's server may hold the configured ones)."""
-    data = base.data.model_copy(update={"num_items": items})
+    is shared: another engineer's server may hold the configured ones). The synthetic
+    generator holds a dense users x items affinity matrix (float64): 3,000 users x 1M items
+    is 24 GB, so a large catalog is built with fewer users, each with more impressions."""
+    data = base.data.model_copy(update={
+        "num_items": items,
+        "num_users": users or base.data.num_users,
+        "impressions_per_user": impressions_per_user or base.data.impressions_per_user,
+    })  # fmt: skip
     serving = base.serving.model_copy(update={"index": index})
     server = base.server.model_copy(
         update={"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
@@ -101,14 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--impressions-per-user", type=int, default=200)
     parser.add_argument("--index", choices=("exact", "hnsw", "ivf"), default="hnsw")
     parser.add_argument("--out", type=Path, default=Path("results/catalog_scale"))
     parser.add_argument("--measurement-interval-ms", type=int, default=5000)
     args = parser.parse_args(argv)
     base = load_settings(args.config)
     settings = scaled_settings(
-        base, args.items, base.serving.index.model_copy(update={"type": args.index})
-    )
+        base, args.items, base.serving.index.model_copy(update={"type": args.index}),
+        args.users, args.impressions_per_user,
+    )  # fmt: skip
     for previous in ("artifacts", "model_repository"):
         shutil.rmtree(args.out / previous, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     index_file = repository / "retrieval" / "1" / "item_index.faiss"
     summary = {
         "items": args.items,
+        "users": args.users,
+        "impressions": args.users * args.impressions_per_user,
         "index": settings.serving.index.model_dump(),
         "build_seconds_total": build_s,
         "index_file_mb": index_file.stat().st_size / 2**20,
