@@ -61,3 +61,45 @@ def test_a_second_version_lands_beside_the_first(trained: TrainedSet, tmp_path) 
         assert (tmp_path / name / "1").is_dir() and (tmp_path / name / "2").is_dir()
     config = read_config(tmp_path / ENSEMBLE_NAME / "config.pbtxt")
     assert {s.model_version for s in config.ensemble_scheduling.step} == {2}
+
+
+def test_every_stage_has_the_configured_queue_policy(trained: TrainedSet) -> None:
+    policy = trained.settings.serving.queue_policy
+    assert policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
+    for name in STAGE_MODEL_NAMES:
+        config = read_config(trained.repository / name / "config.pbtxt")
+        queue = config.dynamic_batching.default_queue_policy
+        assert queue.max_queue_size == policy.max_queue_size, name
+        assert queue.default_timeout_microseconds == policy.default_timeout_microseconds, name
+        assert mc.ModelQueuePolicy.TimeoutAction.Name(queue.timeout_action) == "REJECT", name
+        assert queue.allow_timeout_override == policy.allow_timeout_override, name
+
+
+def test_a_changed_queue_policy_flows_into_the_config(trained: TrainedSet) -> None:
+    serving = trained.settings.serving
+    policy = serving.queue_policy.model_copy(
+        update={"max_queue_size": 7, "default_timeout_microseconds": 1234,
+                "timeout_action": "DELAY", "allow_timeout_override": False}
+    )  # fmt: skip
+    changed = serving.model_copy(update={"queue_policy": policy})
+    interface = stage_interfaces(trained.schema, *load_specs(trained.artifacts), changed)["reorder"]
+    queue = build_stage_config("reorder", interface, changed).dynamic_batching.default_queue_policy
+    assert (queue.max_queue_size, queue.default_timeout_microseconds) == (7, 1234)
+    assert queue.timeout_action == mc.ModelQueuePolicy.DELAY
+    assert queue.allow_timeout_override is False
+
+
+def test_the_first_stage_gets_every_input_it_validates(trained: TrainedSet) -> None:
+    """user_features refuses a bad top_k, exclude list or temperature before any model runs:
+    the ensemble must hand it those inputs, optional for direct calls, while the ensemble
+    keeps top_k required because reorder requires it."""
+    checked = ("top_k", "exclude_item_ids", "temperature")
+    stage = read_config(trained.repository / "user_features" / "config.pbtxt")
+    optional = {i.name: i.optional for i in stage.input}
+    assert all(optional[name] for name in checked), optional
+    ensemble = read_config(trained.repository / ENSEMBLE_NAME / "config.pbtxt")
+    (first,) = (s for s in ensemble.ensemble_scheduling.step if s.model_name == "user_features")
+    assert {name: first.input_map[name] for name in checked} == {n: n for n in checked}
+    ensemble_optional = {i.name: i.optional for i in ensemble.input}
+    assert ensemble_optional["top_k"] is False
+    assert ensemble_optional["exclude_item_ids"] and ensemble_optional["temperature"]
