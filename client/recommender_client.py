@@ -30,7 +30,9 @@ from tritonclient.utils import InferenceServerException
 ENSEMBLE = "recommender"
 Protocol = Literal["grpc", "http"]
 # Inputs of the contract itself; every other input of the ensemble is a user feature.
-CONTRACT_INPUTS = frozenset({"user_id", "top_k", "exclude_item_ids", "temperature", "filter_seen"})
+CONTRACT_INPUTS = frozenset(
+    {"user_id", "top_k", "exclude_item_ids", "history_item_ids", "temperature", "filter_seen"}
+)
 NUMPY_TYPES: dict[str, type] = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32,
                                 "BYTES": np.object_}  # fmt: skip
 T = TypeVar("T")
