@@ -28,6 +28,9 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +39,17 @@ from typing import Any, ClassVar
 import jsonschema
 import kubernetes_validate
 import pytest
+import tritonclient.grpc as grpcclient
 import yaml
 
 from recsys.contract import ENSEMBLE_NAME, MODEL_LOAD_ORDER
 from recsys.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+from serving import versions
+from serving.launcher import TritonServer
 from serving.server_args import build_server_args
+from serving.versions import TritonAdmin, VersionError
+from tests.conftest import TrainedSet, free_port
+from tests.threads import CheckedThread
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "recsys-triton"
@@ -455,7 +464,13 @@ def test_pod_is_hardened(values_file: Path | None) -> None:
 def test_probes() -> None:
     container = server_container(render())
     assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    # Readiness follows the ensemble clients call (test_readiness_probe_* run it for real).
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": f"/v2/models/{ENSEMBLE_NAME}/ready",
+        "port": "http",
+    }
+    other = server_container(render(None, "probes.readiness.model=other_ensemble"))
+    assert other["readinessProbe"]["httpGet"]["path"] == "/v2/models/other_ensemble/ready"
     assert container["livenessProbe"]["exec"]["command"] == [
         "python3", "/etc/recsys-probes/liveness_probe.py", "--port", "8000"]  # fmt: skip
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -1245,3 +1260,133 @@ def test_dockerfile_matches_the_chart() -> None:
     env = {e["name"]: e.get("value") for e in server_container([deployment])["env"]}
     assert f"HOME={env['HOME']}" in dockerfile
     assert "requirements.lock" in dockerfile
+
+
+# --- the rendered readiness probe against a real tritonserver -----------------------------
+
+
+def rendered_http_probe(probe: str) -> tuple[str, int]:
+    """(path, container port) of the chart's rendered httpGet `probe` with the defaults."""
+    container = server_container(render())
+    get = container[probe]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    port = ports[get["port"]] if isinstance(get["port"], str) else int(get["port"])
+    return get["path"], port
+
+
+def probe_status(server: Any, path: str) -> int:
+    """What the kubelet sees: the HTTP status of GET `path` (0 if nothing answered)."""
+    url = f"http://{server.http_url}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+class ProbePoller:
+    """Polls the rendered readiness path and /v2/health/ready every 0.1 s in a thread."""
+
+    def __init__(self, server: Any, path: str) -> None:
+        self.server, self.path = server, path
+        self.seen: dict[str, list[int]] = {path: [], "/v2/health/ready": []}
+        self._stop = threading.Event()
+        self._thread = CheckedThread(self._run, name="readiness-poller")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path, statuses in self.seen.items():
+                statuses.append(probe_status(self.server, path))
+            time.sleep(0.1)
+
+    def __enter__(self) -> ProbePoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def probe_server(
+    trained: TrainedSet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TritonServer, TritonAdmin, Path]]:
+    """A server of this module's own on a copy of the session's repository (promotions
+    change what it serves), and its model-repository admin client."""
+    repo = tmp_path_factory.mktemp("probe") / "model_repository"
+    shutil.copytree(trained.repository, repo)
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    server_settings = trained.settings.server.model_copy(update=ports)
+    log = repo.parent / "tritonserver.log"
+    with TritonServer(repo, server_settings, log) as running:
+        header = server_settings.restricted_api_header
+        yield running, TritonAdmin(running.grpc_url, running.admin_key, header), repo
+
+
+@pytest.mark.server
+def test_readiness_probe_stays_ready_through_a_promotion(
+    probe_server: tuple[TritonServer, TritonAdmin, Path], trained: TrainedSet
+) -> None:
+    """The kubelet's view while `make promote` loads a new version in place: the rendered
+    probe answers 200 throughout, so the pod stays in the Service. /v2/health/ready (the
+    chart's old probe) goes unready meanwhile: the test would fail with it."""
+    server, admin, repo = probe_server
+    path, _ = rendered_http_probe("readinessProbe")
+    assert probe_status(server, path) == 200
+    version = versions.publish(trained.artifacts, repo, trained.settings, log=lambda _: None)
+    with ProbePoller(server, path) as poller:
+        versions.promote(repo, version, admin, trained.settings.serving, log=lambda _: None)
+        time.sleep(0.5)
+    assert versions.serving_version(repo) == version
+    ours, server_wide = poller.seen[path], poller.seen["/v2/health/ready"]
+    assert len(ours) > 20, "the promotion was too short to observe"
+    assert set(ours) == {200}, f"the readiness probe failed during the promotion: {ours}"
+    assert set(server_wide) - {200}, "expected /v2/health/ready to flip while loading"
+
+
+@pytest.mark.server
+def test_readiness_probe_stays_ready_after_a_failed_candidate_load(
+    probe_server: tuple[TritonServer, TritonAdmin, Path], trained: TrainedSet
+) -> None:
+    server, admin, repo = probe_server
+    path, _ = rendered_http_probe("readinessProbe")
+    quiet = lambda _: None  # noqa: E731
+    serving_before = versions.serving_version(repo)
+    broken = versions.publish(trained.artifacts, repo, trained.settings, log=lambda _: None)
+    model_py = repo / "reorder" / str(broken) / "model.py"
+    head, future, rest = model_py.read_text().partition("from __future__ import annotations\n")
+    model_py.write_text(head + future + "raise RuntimeError('bad build')\n" + rest)
+    shutil.rmtree(model_py.parent / "__pycache__", ignore_errors=True)
+    versions.write_manifest(repo, broken, trained.artifacts, trained.settings)
+    with ProbePoller(server, path) as poller:
+        with pytest.raises(VersionError, match="bad build"):
+            versions.promote(repo, broken, admin, trained.settings.serving, None, log=quiet)
+        time.sleep(0.5)
+    assert versions.serving_version(repo) == serving_before
+    assert set(poller.seen[path]) == {200}, poller.seen[path]
+    assert probe_status(server, path) == 200
+    # The chart's old probe: the server stays unready after a failed load (every model
+    # that serves is ready), which would have taken the pod out of the Service.
+    assert set(poller.seen["/v2/health/ready"]) - {200}
+    assert probe_status(server, "/v2/health/ready") != 200
+
+
+@pytest.mark.server
+def test_readiness_probe_fails_when_the_ensemble_cannot_serve(
+    probe_server: tuple[TritonServer, TritonAdmin, Path],
+) -> None:
+    """With the ensemble unloaded no request can be answered: the pod must leave the
+    Service. Loaded again, it is ready again."""
+    server, admin, _ = probe_server
+    path, _ = rendered_http_probe("readinessProbe")
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        client.unload_model(ENSEMBLE_NAME, headers=admin.headers)
+        deadline = time.monotonic() + 60
+        while probe_status(server, path) == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert probe_status(server, path) not in (0, 200)
+        client.load_model(ENSEMBLE_NAME, headers=admin.headers)
+    assert probe_status(server, path) == 200
