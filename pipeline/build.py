@@ -80,6 +80,7 @@ def build_artifacts(
             data, schema, fitted, settings.training, artifacts / "models",
             settings.serving.num_candidates, settings.serving.default_top_k,
             settings.serving.history_length, settings.serving.retrieval_weight,
+            settings.serving.index,
         )  # fmt: skip
     return metrics
 

@@ -93,14 +93,15 @@ def stage_interfaces(
     retrieval_scores = Tensor("retrieval_scores", "FP32", (c,))
     return {
         "user_features": StageInterface(
-            # The first stage also takes top_k, the exclude list and temperature to validate
-            # the whole request before any model runs. Optional here, so a direct call with a
+            # The first stage also takes top_k, the id lists and temperature to validate the
+            # whole request before any model runs. Optional here, so a direct call with a
             # user id alone still works; the ensemble requires top_k because reorder does.
             inputs=(
                 user_id,
                 *override_tensors(schema),
                 Tensor("top_k", "INT32", (1,), optional=True),
                 exclude,
+                session,
                 Tensor("temperature", "FP32", (1,), optional=True),
             ),
             outputs=(user_cat, user_cont),

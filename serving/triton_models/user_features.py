@@ -43,6 +43,7 @@ class TritonPythonModel:
         # request is refused here, before retrieval and ranking spend anything on it.
         self.max_top_k = min(int(params["max_top_k"]), int(params["num_candidates"]))
         self.max_exclude = int(params["max_exclude"])
+        self.max_history_items = int(params["max_history_items"])
 
     def _check_request(self, request: Any) -> None:
         """The inputs only later stages use; each of them keeps its own guard too."""
@@ -50,6 +51,10 @@ class TritonPythonModel:
         triton_io.check_exclude(
             triton_io.optional_input(request, "exclude_item_ids"), self.max_exclude
         )
+        triton_io.check_exclude(
+            triton_io.optional_input(request, "history_item_ids"), self.max_history_items,
+            "history_item_ids",
+        )  # fmt: skip
         triton_io.check_temperature(triton_io.optional_input(request, "temperature"))
 
     def _parse(self, request: Any) -> UserRequest:
