@@ -113,7 +113,7 @@ def build_input_data(
 UNSTABLE = "Failed to obtain stable measurement"
 # The last resort for a level that never settles: count-based windows judged with a
 # tolerance no noise exceeds, so perf_analyzer reports the last windows; the row is marked.
-ACCEPT_ANY = 1000
+ACCEPT_ANY = 100_000
 
 
 @dataclass(frozen=True)
@@ -229,19 +229,27 @@ def run_perf_analyzer(
         notes.append(f"{how}: {_last_error(output)}")
         if errors > error_retries:
             return _failed(out_csv, load_args, level, how, "; ".join(notes), done.stdout)
-    raise AssertionError("unreachable: the last plan accepts any spread")
+    # Even the widest tolerance was refused (p99 moved by more than ACCEPT_ANY % between
+    # windows): a marked row without figures, not an end to the sweep.
+    return _failed(out_csv, load_args, level, plans[-1][0], "; ".join(notes), status="unstable")
 
 
 def _failed(
-    out_csv: Path, load_args: list[str], level: str, how: str, note: str, stdout: str = ""
+    out_csv: Path,
+    load_args: list[str],
+    level: str,
+    how: str,
+    note: str,
+    stdout: str = "",
+    status: str = "failed",
 ) -> SweepResult:
-    row = {"Measurement": "failed"}
+    row = {"Measurement": status}
     for arg in load_args:
         if arg.startswith("--concurrency-range="):
             row["Concurrency"] = arg.split("=")[1].split(":")[0]
         elif arg.startswith("--request-rate-range="):
             row["Request Rate"] = arg.split("=")[1].split(":")[0]
-    return SweepResult(out_csv, [row], stdout, attempts=(Attempt(level, "failed", how, note),))
+    return SweepResult(out_csv, [row], stdout, attempts=(Attempt(level, status, how, note),))
 
 
 def run_sweep(
@@ -342,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             stability_percentage=60 if args.quick else 25,
         )  # fmt: skip
     for row in result.rows:
-        if row["Measurement"] == "failed":
-            print(f"concurrency {row['Concurrency']:>3}: failed")
+        if "Inferences/Second" not in row:
+            print(f"concurrency {row['Concurrency']:>3}: {row['Measurement']}, no figures")
             continue
         print(
             f"concurrency {row['Concurrency']:>3}: {float(row['Inferences/Second']):8.1f} infer/s"
