@@ -62,7 +62,10 @@ def free_port() -> int:
 
 
 def scaled_settings(
-    base: Settings, items: int, index: IndexSettings, users: int | None = None,
+    base: Settings,
+    items: int,
+    index: IndexSettings,
+    users: int | None = None,
     impressions_per_user: int | None = None,
 ) -> Settings:
     """`base` with `items` synthetic items, this index and free loopback ports (the machine

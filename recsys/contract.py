@@ -190,7 +190,7 @@ def history_matrix(
     for i, rows in enumerate(session_rows or []):
         rows = rows[rows >= 0][-length:] + 1
         if len(rows):
-            matrix[i] = np.concatenate([matrix[i, len(rows):], rows])
+            matrix[i] = np.concatenate([matrix[i, len(rows) :], rows])
     return matrix
 
 

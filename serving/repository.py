@@ -109,7 +109,11 @@ def stage_interfaces(
         "retrieval": StageInterface(
             # Optional here: retrieval alone (perf runs, direct calls) filters nothing.
             inputs=(
-                user_cat, user_cont, replace(user_id, optional=True), exclude, filter_seen,
+                user_cat,
+                user_cont,
+                replace(user_id, optional=True),
+                exclude,
+                filter_seen,
                 session,
             ),
             outputs=(rows, retrieval_scores),

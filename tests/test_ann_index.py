@@ -141,4 +141,3 @@ def test_the_hnsw_model_set_records_its_recall_and_serves_it(
         assert got.item_ids == want.item_ids.tolist()
         assert len(got.item_ids) == 10
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
-

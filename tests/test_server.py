@@ -222,9 +222,12 @@ def test_session_items_personalise_an_unknown_user_and_are_not_recommended(
     assert http.recommend(unknown, top_k, history_item_ids=session).item_ids == warm.item_ids
     # Asked to keep consumed items, the session items may come back (the filter is theirs).
     kept = grpc.recommend(unknown, top_k, filter_seen=False, history_item_ids=session)
-    assert kept.item_ids == in_process.recommend(
-        np.array([unknown]), top_k, filter_seen=False, history_item_ids=[np.array(session)]
-    )[0].item_ids.tolist()
+    assert (
+        kept.item_ids
+        == in_process.recommend(
+            np.array([unknown]), top_k, filter_seen=False, history_item_ids=[np.array(session)]
+        )[0].item_ids.tolist()
+    )
 
 
 def test_too_many_session_items_are_refused_naming_the_input(

@@ -124,8 +124,16 @@ def evaluate(
     candidate_scores = take_allowed(scores, positions, np.nan)
     lists = {
         "retrieval": candidate_rows[:, :k],
-        "served": served_lists(candidate_rows, candidate_scores, retrieval_weight, user_cat,
-                               user_cont, catalog, dlrm, k),  # fmt: skip
+        "served": served_lists(
+            candidate_rows,
+            candidate_scores,
+            retrieval_weight,
+            user_cat,
+            user_cont,
+            catalog,
+            dlrm,
+            k,
+        ),  # fmt: skip
         "popularity": filtered(most_popular_rows(split.train, item_id, catalog)[:depth], seen, k),
         "als": filtered(
             als_rows(split.train, user_id, item_id, catalog, eval_users, depth), seen, k

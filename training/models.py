@@ -233,8 +233,9 @@ class QueryEncoder(nn.Module):
         return torch.cat([query, prior], dim=1)
 
 
-def item_vectors(item_tower: Tower, categorical: torch.Tensor, continuous: torch.Tensor,
-                 log_trend: torch.Tensor) -> torch.Tensor:
+def item_vectors(
+    item_tower: Tower, categorical: torch.Tensor, continuous: torch.Tensor, log_trend: torch.Tensor
+) -> torch.Tensor:
     """The index side of `QueryEncoder`: [N, D] item vectors with log_trend appended."""
     with torch.no_grad():
         return torch.cat([item_tower(categorical, continuous), log_trend[:, None]], dim=1)

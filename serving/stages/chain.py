@@ -71,7 +71,12 @@ class InProcessRecommender:
         item_cat, item_cont = self.item_features(rows)
         scores = self.ranking(user_cat, user_cont, item_cat, item_cont)
         return [
-            self.reorder(rows[i], scores[i], top_k, None if exclude is None else exclude[i],
-                         retrieval_scores=retrieval_scores[i])  # fmt: skip
+            self.reorder(
+                rows[i],
+                scores[i],
+                top_k,
+                None if exclude is None else exclude[i],
+                retrieval_scores=retrieval_scores[i],
+            )  # fmt: skip
             for i in range(len(rows))
         ]
