@@ -228,8 +228,10 @@ def test_the_watchdog_reloads_a_killed_stub_while_traffic_flows(
     output = launcher.output()
     assert "watchdog: the Python-backend stub of 'reorder' died; reloading it" in output
     assert outcomes["wrong"] == 0
-    assert set(outcomes) <= {"ok", "INTERNAL"}, outcomes
-    assert all("Stub process 'reorder_0_0' is not healthy" in str(e) for e in load.errors)
+    # Requests queued behind the dead stub may get the queue policy's retriable UNAVAILABLE.
+    assert set(outcomes) <= {"ok", "INTERNAL", "UNAVAILABLE"}, outcomes
+    refusals = ("is not healthy", "Exceeds maximum queue size", "Request timeout expired")
+    assert all(any(r in str(e) for r in refusals) for e in load.errors), load.errors
     assert launcher.process.poll() is None, output  # still serving: nothing to restart
     with RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client:
         assert all(client.recommend(u, TOP_K).item_ids == items for u, items in expected.items())

@@ -64,6 +64,7 @@ from serving.versions.state import (
     repository_lock,
     rollback_target,
     serving_version,
+    set_pending,
     version_numbers,
 )
 
@@ -98,6 +99,7 @@ __all__ = [
     "repository_lock",
     "rollback",
     "rollback_target",
+    "set_pending",
     "schema_problems",
     "server_serving",
     "serving_version",
