@@ -124,7 +124,7 @@ def evaluate(
     candidate_scores = take_allowed(scores, positions, np.nan)
     lists = {
         "retrieval": candidate_rows[:, :k],
-        "served": served_lists(
+        "served": served_order(
             candidate_rows,
             candidate_scores,
             retrieval_weight,
@@ -133,7 +133,7 @@ def evaluate(
             catalog,
             dlrm,
             k,
-        ),  # fmt: skip
+        )[0],  # fmt: skip
         "popularity": filtered(most_popular_rows(split.train, item_id, catalog)[:depth], seen, k),
         "als": filtered(
             als_rows(split.train, user_id, item_id, catalog, eval_users, depth), seen, k
@@ -151,7 +151,7 @@ def evaluate(
     }
 
 
-def served_lists(
+def served_order(
     candidate_rows: np.ndarray,
     candidate_scores: np.ndarray,
     retrieval_weight: float,
@@ -160,9 +160,9 @@ def served_lists(
     catalog: Catalog,
     dlrm: DLRM,
     k: int,
-) -> np.ndarray:
-    """Each user's candidates in the reorder stage's order at temperature 0, cut to k;
-    NO_CANDIDATE slots stay last."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's candidates in the reorder stage's order at temperature 0, cut to k:
+    (catalog rows, the ranking's P(like)); NO_CANDIDATE slots stay last."""
     rows = np.maximum(candidate_rows, 0)
     with torch.no_grad():
         scores = RankingScorer(dlrm)(
@@ -172,7 +172,10 @@ def served_lists(
     keys = order_keys(scores, np.nan_to_num(candidate_scores), retrieval_weight)
     keys = np.where(candidate_rows >= 0, keys, -np.inf)
     order = np.argsort(-keys, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(candidate_rows, order, axis=1)
+    return (
+        np.take_along_axis(candidate_rows, order, axis=1),
+        np.take_along_axis(scores, order, axis=1),
+    )
 
 
 def ranking_metrics(

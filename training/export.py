@@ -31,7 +31,6 @@ from recsys.contract import (
     Catalog,
     History,
     history_matrix,
-    order_keys,
 )
 from recsys.schema import FeatureSchema
 from recsys.settings import IndexSettings, TrainingSettings
@@ -43,7 +42,7 @@ from training.data import (
     recent_popularity,
     user_matrices,
 )
-from training.evaluate import evaluate, evaluation_queries
+from training.evaluate import evaluate, evaluation_queries, served_order
 from training.index import build_checked_index
 from training.models import DLRM, QueryEncoder, RankingScorer, item_vectors
 from training.quantize import compare_int8
@@ -73,17 +72,11 @@ def served_scores_sample(
         queries = query_encoder(
             torch.from_numpy(user_cat), torch.from_numpy(user_cont), torch.from_numpy(user_history)
         ).numpy()
-        retrieval_scores, found = index.search(queries, min(num_candidates, index.ntotal))
-        # An approximate index may find fewer than asked (-1): those slots are not served.
-        rows = np.maximum(found, 0)
-        scores = RankingScorer(dlrm)(
-            torch.from_numpy(user_cat), torch.from_numpy(user_cont),
-            torch.from_numpy(catalog.categorical[rows]), torch.from_numpy(catalog.continuous[rows]),
-        ).numpy()  # fmt: skip
-    keys = order_keys(scores, retrieval_scores, retrieval_weight)
-    order = np.argsort(-np.where(found >= 0, keys, -np.inf), axis=1)[:, :top_k]
-    served = np.take_along_axis(scores, order, axis=1)
-    return served[np.take_along_axis(found, order, axis=1) >= 0]
+    retrieval_scores, found = index.search(queries, min(num_candidates, index.ntotal))
+    # An approximate index may find fewer than asked (-1): those slots are not served.
+    rows, scores = served_order(found, retrieval_scores, retrieval_weight, user_cat, user_cont,
+                                catalog, dlrm, top_k)  # fmt: skip
+    return scores[rows >= 0]
 
 
 def one_request(
