@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from recsys.contract import ENSEMBLE_NAME, METRICS_FILE, STAGE_MODEL_NAMES
+from recsys.durable_files import write_durably
 from recsys.settings import PROJECT_ROOT, Settings
 
 MANIFEST_FILE = "manifest.json"
@@ -55,9 +55,8 @@ def _fingerprint(files: dict[str, dict[str, str]]) -> str:
 
 
 def write_json(path: Path, payload: object) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    # Durable, not only atomic: promote and prune trust a version's manifest after a crash.
+    write_durably(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _git(*args: str) -> str | None:

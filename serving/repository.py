@@ -24,7 +24,6 @@ a new version can be published beside the serving one without touching what serv
 from __future__ import annotations
 
 import importlib.util
-import os
 import py_compile
 import shutil
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from recsys.contract import (
     override_tensors,
     read_schema,
 )
+from recsys.durable_files import write_durably
 from recsys.schema import FeatureSchema
 from recsys.settings import QueuePolicySettings, ServingSettings
 from serving.manifest import write_manifest
@@ -255,12 +255,11 @@ def build_ensemble_config(
 
 
 def write_config(config: mc.ModelConfig, model_dir: Path) -> Path:
-    """Write config.pbtxt atomically: a server (re)loading the model never reads half a file."""
+    """Write config.pbtxt atomically and durably: a server (re)loading the model never reads
+    half a file, and after a power cut it restarts on the config that was written."""
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / "config.pbtxt"
-    partial = model_dir / ".config.pbtxt.partial"
-    partial.write_text(text_format.MessageToString(config))
-    os.replace(partial, path)
+    write_durably(path, text_format.MessageToString(config))
     return path
 
 
