@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         RecommendationRequest(unseen, args.top_k, features=_one_feature(schema, data.users))
     )
 
-    server = TritonServer(args.repository, settings.server, args.artifacts / "tritonserver.log")
+    server = TritonServer(
+        args.repository, settings.server, args.artifacts / "tritonserver.log", config=args.config
+    )
     with step("starting tritonserver (explicit model control, loading 6 models)"):
         server.start()
     try:

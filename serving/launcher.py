@@ -77,8 +77,12 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def server_environment() -> dict[str, str]:
+def server_environment(config: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if config is not None:
+        # The models read settings of their own (monitoring.sample_rate) through
+        # recsys.settings.load_settings: they must see the file the server was started with.
+        env["RECSYS_CONFIG"] = str(config.resolve())
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     # The stub's RPATH points into the wheel; our copy of it finds its libcudart here.
     wheel_libs = str(PYTRITON_SERVER_DIR.parent.parent / "nvidia_pytriton.libs")
@@ -104,6 +108,8 @@ class TritonServer:
         default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_hex(16)
     )
     startup_timeout_s: float = 180.0
+    # The settings file the caller loaded (None: $RECSYS_CONFIG or the default, inherited).
+    config: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,7 +152,7 @@ class TritonServer:
             self.command(),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=server_environment(),
+            env=server_environment(self.config),
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -227,10 +233,11 @@ class StubWatchdog:
     stopped itself (unload, reload) is reaped and simply disappears.
 
     Reloading changes the server's models like a promotion does, so it takes the same
-    repository lock (serving/versions/state.py): while a versions command runs, or after one
-    was killed half-way through a promote or rollback (journaled in versions.json), the dead
-    models wait. A half-promoted config is never reloaded; re-running that command finishes
-    it, and the watchdog reloads them then.
+    repository lock (serving/versions/state.py): while a versions command runs, the dead
+    models wait for it. A model is reloaded with the config the server was serving it with
+    (asked of the server), never the one on disk: after a promote or rollback was killed
+    half-way (journaled in versions.json) the disk may hold half-switched configs, and the
+    dead stage comes back as it served, without waiting for someone to re-run the command.
     """
 
     server: TritonServer
@@ -300,11 +307,12 @@ class StubWatchdog:
             with repository_lock(repository):
                 operation = pending(repository)
                 if operation is not None and operation["action"] in ("promote", "rollback"):
-                    self._wait(
-                        f"an interrupted `{operation['action']} {operation['version']}` left the "
-                        "configs half-switched; not reloading them until it is run again"
+                    print(
+                        f"watchdog: an interrupted `{operation['action']} {operation['version']}`"
+                        " left the configs on disk half-switched; reloading with the configs "
+                        "the server serves. Run that command again to finish it.",
+                        flush=True,
                     )
-                    return []
                 reloaded = sorted(self._waiting)
                 for model in reloaded:
                     self.reload(model)
@@ -386,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = schema_mismatch(args.repository, args.schema)
         if problem:
             parser.error(problem)
-    server = TritonServer(args.repository, settings.server, args.log)
+    server = TritonServer(args.repository, settings.server, args.log, config=args.config)
 
     def stop_on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # run the finally below: the server must not outlive us

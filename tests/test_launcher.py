@@ -4,6 +4,7 @@ leaves an orphaned tritonserver behind, and it exits non-zero when tritonserver 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,10 +20,11 @@ import psutil
 import pytest
 import yaml
 
-from client.recommender_client import RecommenderClient, RecommenderClientError
+from client.recommender_client import RecommenderClient
 from recsys.settings import PROJECT_ROOT, Settings
 from serving import versions
 from serving.launcher import EXIT_SERVER_DIED, EXIT_STUB_UNRECOVERABLE, stub_model_name
+from serving.repository import read_config, write_config
 from tests.conftest import TrainedSet, free_port
 from tests.test_faults import Load, wait_for
 
@@ -37,7 +40,7 @@ class Launcher:
         self.settings = settings.model_copy(
             update={"server": settings.server.model_copy(update=ports)}
         )
-        config = root / "config.yaml"
+        self.config = config = root / "config.yaml"
         config.write_text(yaml.safe_dump(self.settings.model_dump(mode="json")))
         self.output_path = root / "launcher.out"
         self.log_path = root / "tritonserver.log"
@@ -56,6 +59,9 @@ class Launcher:
     @property
     def grpc_url(self) -> str:
         return f"{self.settings.server.bind_address}:{self.settings.server.grpc_port}"
+
+    def http(self, path: str) -> str:
+        return f"http://{self.settings.server.bind_address}:{self.settings.server.http_port}{path}"
 
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")
@@ -119,6 +125,7 @@ def start_launcher(tmp_path: Path) -> Iterator[StartLauncher]:
 def test_server_dies_with_a_killed_launcher(trained: TrainedSet, tmp_path) -> None:  # type: ignore[no-untyped-def]
     script = textwrap.dedent(f"""
         import time
+import urllib.request
         from pathlib import Path
         from recsys.settings import load_settings
         from serving.launcher import TritonServer
@@ -260,35 +267,41 @@ def test_the_launcher_stops_with_its_own_exit_code_when_a_reload_fails(
 
 
 @pytest.mark.server
-def test_the_watchdog_waits_for_the_repository_lock_and_never_reloads_a_half_promotion(
+def test_the_watchdog_waits_for_the_lock_and_reloads_the_served_config_not_a_half_promotion(
     trained: TrainedSet, repository_copy: Path, start_launcher: StartLauncher
 ) -> None:
     """Reloading a model changes the server like a promotion does: the watchdog takes the
-    versions commands' lock, and leaves configs a killed promote half-switched alone."""
+    versions commands' lock. After a promote was killed half-way the configs on disk are
+    half-switched: the dead stage comes back with the config the server served it with,
+    without waiting for someone to run the promote again."""
     launcher = start_launcher(repository_copy, trained.settings)
     launcher.wait_ready()
+    # The stubs read settings of their own (monitoring.sample_rate): from the launcher's file.
+    stub_config = stub_of(launcher.server(), "user_features").environ().get("RECSYS_CONFIG")
+    assert stub_config == str(launcher.config.resolve())
+    served = json.loads(urllib.request.urlopen(launcher.http("/v2/models/reorder/config")).read())
     users = trained.data.valid["user_id"].drop_duplicates().head(2).tolist()
     with versions.repository_lock(repository_copy):  # as a running promote holds it
         stub_of(launcher.server(), "reorder").kill()
         wait_for(lambda: "a versions command holds the repository lock" in launcher.output(),
                  "the watchdog to wait for the lock", RECOVERY_S)  # fmt: skip
-        # What a promote killed half-way leaves in versions.json.
+        time.sleep(3)  # several watchdog rounds: still no reload while the lock is held
+        assert "watchdog: 'reorder' reloaded" not in launcher.output()
+        # What a promote killed half-way leaves: a journal entry, a config on disk that
+        # differs from the one served.
         versions.set_pending(
             repository_copy, {"action": "promote", "version": 2, "previous": 1, "server": "x"}
         )
-    wait_for(lambda: "interrupted `promote 2` left the configs half-switched" in launcher.output(),
-             "the watchdog to see the half-done promotion", RECOVERY_S)  # fmt: skip
-    time.sleep(5)  # several watchdog rounds, lock free: still no reload
-    assert "watchdog: 'reorder' reloaded" not in launcher.output()
-    with (
-        RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client,
-        pytest.raises(RecommenderClientError, match="is not healthy"),
-    ):
-        client.recommend(int(users[0]), TOP_K)
-    with versions.repository_lock(repository_copy):  # the promote, run again, finishes
-        versions.set_pending(repository_copy, None)
+        half_switched = read_config(repository_copy / "reorder")
+        half_switched.parameters["half_switched"].string_value = "yes"
+        write_config(half_switched, repository_copy / "reorder")
     wait_for(lambda: "watchdog: 'reorder' reloaded" in launcher.output(),
-             "the reload once the promotion is finished", RECOVERY_S)  # fmt: skip
+             "the reload once the lock is free", RECOVERY_S)  # fmt: skip
+    assert "interrupted `promote 2` left the configs on disk half-switched" in launcher.output()
+    reloaded = json.loads(urllib.request.urlopen(launcher.http("/v2/models/reorder/config")).read())
+    assert "half_switched" not in reloaded["parameters"], "reloaded the config on disk"
+    assert reloaded["version_policy"] == served["version_policy"]
     with RecommenderClient(launcher.grpc_url, "grpc", retries=0) as client:
         assert len(client.recommend(int(users[0]), TOP_K).item_ids) == TOP_K
+    assert versions.pending(repository_copy) is not None  # left for the promote to finish
     assert launcher.process.poll() is None, launcher.output()
