@@ -318,7 +318,14 @@ class RecommenderClient:
         inputs = self._build_inputs(requests)
         result = self._call(
             "request",
-            lambda client: client.infer(self.model_name, inputs, **self._timeout_kwargs()),
+            lambda client: client.infer(
+                self.model_name,
+                inputs,
+                # The same deadline for the server's queues (microseconds): a request still
+                # queued when its client gives up is refused there, not computed.
+                timeout=int(self.timeout_s * 1_000_000),
+                **self._timeout_kwargs(),
+            ),
         )
         item_ids = result.as_numpy("item_ids")
         scores = result.as_numpy("scores")
