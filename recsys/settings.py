@@ -144,6 +144,10 @@ class MonitoringSettings(_Section):
     # Share of served batches the live counters bin (counts scaled by 1/rate, so they stay
     # unbiased); below 1 trades counter precision for less work per request.
     sample_rate: float = Field(1.0, gt=0.0, le=1.0)
+    # Seconds between two sends of the buffered live counts to Triton's metrics API: each
+    # counter increment is a stub-to-server round trip, kept off the request path. A
+    # scrape lags the traffic by up to this long.
+    flush_interval_s: float = Field(1.0, gt=0.0)
 
 
 class Settings(_Section):

@@ -105,3 +105,8 @@ class TritonPythonModel:
         return triton_io.answer_all(
             self.name, requests, self._parse, lambda batch: [self._answer(i) for i in batch]
         )
+
+    def finalize(self) -> None:
+        # The live counters are buffered and sent every monitoring.flush_interval_s: send
+        # the rest before an unload or shutdown drops this version's metrics.
+        self.metrics.close()

@@ -95,3 +95,8 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return triton_io.answer_all(self.name, requests, self._parse, self._run)
+
+    def finalize(self) -> None:
+        # The live counters are buffered and sent every monitoring.flush_interval_s: send
+        # the rest before an unload or shutdown drops this version's metrics.
+        self.metrics.close()
