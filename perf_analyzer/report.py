@@ -8,11 +8,13 @@ On the same machine and data, one after another (never two servers at once):
      (retrieval, ranking); Triton's HTTP endpoint driven by wrk;
   2. the platform floor: the same ensemble with no-op stages (perf_analyzer/floor.py);
   3. the FastAPI baseline driven by the same wrk at the same concurrencies;
-  4. in-process: each stage's cost at batch 1 and the batched ceiling, no server;
-  5. catalog and embedding-table scaling.
+  4. merlin-systems' export of the same pipeline (perf_analyzer/merlin_peer/), swept by
+     perf_analyzer at the ensemble's gRPC concurrencies;
+  5. in-process: each stage's cost at batch 1 and the batched ceiling, no server;
+  6. catalog and embedding-table scaling.
 A level perf_analyzer cannot stabilise is retried (longer, then count-based windows) and
-marked in the report, never fatal. Writes CSVs, a throughput-vs-p99 plot and report.md
-under results/perf/<run>/.
+marked in the report, never fatal; so is a merlin-systems peer that cannot be exported or
+served. Writes CSVs, a throughput-vs-p99 plot and report.md under results/perf/<run>/.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from perf_analyzer.floor import write_floor_repository
 from perf_analyzer.http_bodies import baseline_body, triton_infer_body
 from perf_analyzer.in_process import in_process_ceiling, stage_latencies
 from perf_analyzer.report_markdown import Measured, render
+from perf_analyzer.report_peer import PEER_SERIES
 from perf_analyzer.report_tables import composing_breakdown, perf_table, plot, rate_table
 from perf_analyzer.sweep import (
     Attempt,
@@ -154,6 +157,36 @@ def serve_fastapi_and_load(
         baseline.wait(timeout=30)
 
 
+@dataclass(frozen=True)
+class PeerRun:
+    table: pd.DataFrame  # perf_table rows, empty when not measured
+    attempts: tuple[Attempt, ...]
+    note: str  # why the peer was not measured ("" when it was)
+
+
+def measure_peer(
+    settings: Settings, plan: Plan, artifacts: Path, user_ids: np.ndarray, out: Path
+) -> PeerRun:
+    """merlin-systems' export swept at the ensemble's gRPC levels; never fatal. A level that
+    will not settle or fails is marked by the sweep like the ensemble's own levels."""
+    try:
+        # Imported here: a merlin-systems install that fails at import must cost the
+        # report this section, not the run.
+        from perf_analyzer.merlin_peer.measure import measure_merlin_peer
+
+        result = measure_merlin_peer(
+            artifacts, out / "merlin_peer", settings, plan.grpc_concurrency, user_ids,
+            plan.interval_ms, "grpc", plan.stability,
+        )  # fmt: skip
+    except Exception as exc:  # a third-party stack: whatever it raises, the report goes on
+        # The first line: a server that did not start appends its log's tail (kept in
+        # merlin_peer/merlin_peer_tritonserver.log).
+        note = f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"
+        print(f"merlin-systems peer not measured: {note}", flush=True)
+        return PeerRun(perf_table([], PEER_SERIES), (), note)
+    return PeerRun(perf_table(result.rows, PEER_SERIES), result.attempts, "")
+
+
 def run(settings: Settings, plan: Plan, repository: Path, artifacts: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     loaded = held_out_users(artifacts, 300)
@@ -210,6 +243,10 @@ def run(settings: Settings, plan: Plan, repository: Path, artifacts: Path, out: 
     fastapi_wrk = serve_fastapi_and_load(repository, settings.server.http_port + 100,
                                          fastapi_bodies, plan, out)  # fmt: skip
 
+    print("==> merlin-systems' export of the same pipeline: perf_analyzer", flush=True)
+    peer = measure_peer(settings, plan, artifacts, held_out, out)
+    attempts.extend(peer.attempts)
+
     print("==> in-process stages, ceiling and scaling", flush=True)
     measured = Measured(
         run_name=out.name, settings=settings, users=len(held_out), items=len(items),
@@ -227,11 +264,11 @@ def run(settings: Settings, plan: Plan, repository: Path, artifacts: Path, out: 
             plan.catalog_sizes))),
         ranking_scale=pd.DataFrame(scaling.as_rows(scaling.ranking_scaling(
             plan.id_cardinalities))),
-        attempts=tuple(attempts),
+        peer=peer.table, peer_note=peer.note, attempts=tuple(attempts),
     )  # fmt: skip
     for name, frame in measured.frames().items():
         frame.to_csv(out / f"{name}.csv", index=False)
-    plot([pd.concat([grpc_table, http_table, measured.floor]), measured.wrk],
+    plot([pd.concat([grpc_table, http_table, measured.floor, peer.table]), measured.wrk],
          out / "throughput_vs_p99.png")  # fmt: skip
     report = out / "report.md"
     report.write_text(render(measured))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from perf_analyzer.in_process import MONITORING
+from perf_analyzer.report_peer import peer_comparison, peer_headline, peer_section
 from perf_analyzer.report_tables import (
     P99_BOUND_MS,
     at_concurrency,
@@ -39,6 +40,8 @@ class Measured:
     ceiling: pd.DataFrame
     retrieval_scale: pd.DataFrame
     ranking_scale: pd.DataFrame
+    peer: pd.DataFrame  # merlin-systems' export, gRPC (empty when not measured)
+    peer_note: str  # why the peer was not measured ("" when it was)
     attempts: tuple[Attempt, ...]
 
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -55,6 +58,7 @@ class Measured:
             "scaling_retrieval": self.retrieval_scale,
             "scaling_ranking": self.ranking_scale,
             "stage_compute": stage_compute(self),
+            "merlin_peer": peer_comparison(self.grpc, self.peer),
         }
 
 
@@ -163,6 +167,7 @@ All figures measured in this run on this machine; compare ratios, not absolute t
 | serving efficiency: peak ÷ in-process ceiling ({ceiling_best:.0f}/s) | {efficiency:.2f} | ≥ 0.5 |
 | Triton ÷ FastAPI, requests/s at {bound} (both HTTP, same wrk) | {versus} | ≥ 3× |
 | Triton ÷ FastAPI at equal concurrency (wrk) | {equal or "n/a"} | |
+{peer_headline(m.grpc, m.peer)}
 | wrk errors (non-2xx, socket, timeout) | {errors} | 0 |
 | perf_analyzer levels unstable or failed (see below) | {marked} of {len(m.attempts)} | 0 |
 | stage with the largest share of ensemble latency (highest concurrency) | {dominant} | |
@@ -214,6 +219,10 @@ Poisson arrivals at 25/50/75% of the peak closed-loop throughput:
 
 Cross-check, Triton over HTTP with perf_analyzer vs wrk at the same concurrency
 (requests/s): {cross_check}.
+
+## merlin-systems' export of the same pipeline (perf_analyzer, gRPC)
+
+{peer_section(m.grpc, m.peer, m.peer_note)}
 
 ## In-process (same stages, no server)
 

@@ -308,6 +308,17 @@ def run_request_rates(
     return SweepResult(out_csv, rows, attempts=tuple(attempts))
 
 
+def row_summary(row: dict[str, str]) -> str:
+    """One concurrency level's row as a line for the terminal."""
+    if "Inferences/Second" not in row:
+        return f"concurrency {row['Concurrency']:>3}: {row['Measurement']}, no figures"
+    return (
+        f"concurrency {row['Concurrency']:>3}: {float(row['Inferences/Second']):8.1f} infer/s"
+        f"  p50 {int(row['p50 latency']) / 1000:7.1f} ms"
+        f"  p99 {int(row['p99 latency']) / 1000:7.1f} ms  ({row['Measurement']})"
+    )
+
+
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
     fields = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as handle:
@@ -350,13 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             stability_percentage=60 if args.quick else 25,
         )  # fmt: skip
     for row in result.rows:
-        if "Inferences/Second" not in row:
-            print(f"concurrency {row['Concurrency']:>3}: {row['Measurement']}, no figures")
-            continue
-        print(
-            f"concurrency {row['Concurrency']:>3}: {float(row['Inferences/Second']):8.1f} infer/s"
-            f"  p99 {int(row['p99 latency']) / 1000:7.1f} ms  ({row['Measurement']})"
-        )
+        print(row_summary(row))
     for attempt in result.attempts:
         if attempt.status != "stable":
             print(f"{attempt.level}: {attempt.status} ({attempt.how}): {attempt.note}")
