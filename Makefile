@@ -28,7 +28,7 @@ help:
 	@echo "make serve       start tritonserver on model_repository/ (127.0.0.1, explicit mode)"
 	@echo "make perf        quick perf_analyzer concurrency sweep (starts its own server)"
 	@echo "make perf-report full serving-efficiency report with baselines and merlin-systems'"
-	@echo "                 export of the same pipeline as the peer (perf-report-quick: fewer points)"
+	@echo "                 export of the same pipeline as the peer (perf-report-quick: ~6 min)"
 	@echo "make perf-tuning dynamic-batching delay / instance-count sweep"
 	@echo "make soak        drive ~70% of measured saturation for DURATION s (default 600): errors, RSS growth"
 	@echo "make publish     publish ARTIFACTS=dir (default artifacts) as the next model set version"
