@@ -21,7 +21,9 @@ HELD_OUT_USERS = 300
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m perf_analyzer.merlin_peer", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "artifacts")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "merlin_peer")
     parser.add_argument("--config", type=Path, default=None)
