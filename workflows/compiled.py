@@ -43,16 +43,19 @@ def _is_null(values: np.ndarray) -> np.ndarray:
 def _categorify(vocabulary_path: str, column: str) -> ColumnFn:
     # Row labels of Categorify's saved vocabulary are the codes it assigns.
     vocabulary = pd.read_parquet(vocabulary_path)[column].dropna()
-    index = pd.Index(vocabulary.to_numpy())
-    codes = vocabulary.index.to_numpy(dtype=np.int64)
+    known = vocabulary.to_numpy()
+    # A dict, not pandas.Index.get_indexer: serving encodes a few rows per call, where the
+    # Index's fixed cost per call (~50 us) was 10% of the user_features stage (py-spy).
+    code_of = dict(zip(known.tolist(), vocabulary.index.to_numpy(dtype=np.int64).tolist(),
+                       strict=True))  # fmt: skip
+    numeric = known.dtype.kind in "iuf"
 
     def encode(values: np.ndarray) -> np.ndarray:
         nulls = _is_null(values)
-        lookup = (
-            values.astype(index.dtype) if index.dtype.kind in "iuf" and not nulls.any() else values
-        )
-        positions = index.get_indexer(lookup)
-        out = np.where(positions >= 0, codes[positions], OOV_INDEX)
+        if numeric and not nulls.any():
+            values = values.astype(known.dtype)  # "3" or 3.0 finds the code of 3
+        out = np.fromiter((code_of.get(v, OOV_INDEX) for v in values.tolist()),
+                          dtype=np.int64, count=len(values))  # fmt: skip
         return np.where(nulls, NULL_INDEX, out).astype(np.int64)
 
     return encode
