@@ -87,18 +87,11 @@ def stage_input_data(pipeline: InProcessRecommender, user_ids: np.ndarray) -> di
     raw = pipeline.user_features.raw_columns(user_ids)
     user_cat, user_cont = pipeline.user_features.transform(raw)
     rows, _ = pipeline.retrieval(user_cat, user_cont)
-    item_cat, item_cont = pipeline.item_features(rows)
     retrieval, ranking = [], []
     for i in range(len(user_ids)):
         user = {"user_categorical": user_cat[i].tolist(), "user_continuous": user_cont[i].tolist()}
         retrieval.append(user)
-        ranking.append({
-            **user,
-            "item_categorical": {"content": item_cat[i].ravel().tolist(),
-                                 "shape": list(item_cat[i].shape)},
-            "item_continuous": {"content": item_cont[i].ravel().tolist(),
-                                "shape": list(item_cont[i].shape)},
-        })  # fmt: skip
+        ranking.append({**user, "candidate_rows": rows[i].tolist()})
     return {"retrieval": {"data": retrieval}, "ranking": {"data": ranking}}
 
 

@@ -23,7 +23,7 @@ from pipeline.build import (
     format_metrics,
     step,
 )
-from recsys.contract import TIMESTAMP
+from recsys.contract import MODEL_LOAD_ORDER, TIMESTAMP
 from recsys.schema import FeatureSchema
 from recsys.settings import load_settings
 from serving.launcher import TritonServer
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     server = TritonServer(
         args.repository, settings.server, args.artifacts / "tritonserver.log", config=args.config
     )
-    with step("starting tritonserver (explicit model control, loading 6 models)"):
+    with step(f"starting tritonserver (explicit model control, {len(MODEL_LOAD_ORDER)} models)"):
         server.start()
     try:
         print(f"    HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")

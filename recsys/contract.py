@@ -22,7 +22,6 @@ ENSEMBLE_NAME = "recommender"
 STAGE_MODEL_NAMES: tuple[str, ...] = (
     "user_features",
     "retrieval",
-    "item_features",
     "ranking",
     "reorder",
 )

@@ -147,6 +147,12 @@ def verify_files(repository: Path, version: int) -> dict[str, Any]:
     problems = []
     if _fingerprint(listed) != manifest.get("fingerprint"):
         problems.append("the manifest's file list does not match its fingerprint (edited?)")
+    if others := sorted(listed.keys() - set(STAGE_MODEL_NAMES)):
+        # Model sets built before item features moved inside ranking (five stages).
+        problems.append(
+            f"it was built with stages {others} that this code does not serve (it serves "
+            f"{list(STAGE_MODEL_NAMES)}): build and publish it again"
+        )
     for name in STAGE_MODEL_NAMES:
         version_dir = repository / name / str(version)
         expected = listed.get(name)

@@ -7,8 +7,7 @@ at version N and the ensemble pins its steps to N):
       user_features/  config.pbtxt  N/{model.py, user_workflow/, users.parquet,
                                         feature_schema.json, reference_profile.json}
       retrieval/      config.pbtxt  N/{model.py, query_tower.pt, item_index.faiss}
-      item_features/  config.pbtxt  N/{model.py, catalog.npz, feature_spec.json}
-      ranking/        config.pbtxt  N/{model.py, model.pt}
+      ranking/        config.pbtxt  N/{model.py, model.pt, feature_spec.json}
       reorder/        config.pbtxt  N/{model.py, catalog.npz}
       recommender/    config.pbtxt  N/manifest.json   (platform: "ensemble")
       versions.json   promotion history (serving/versions/state.py)
@@ -60,6 +59,9 @@ from recsys.settings import QueuePolicySettings, ServingSettings
 from serving.manifest import write_manifest
 
 TRITON_MODELS_DIR = Path(__file__).resolve().parent / "triton_models"
+# What the ranking stage's model.pt is built from: the trained scorer and the catalog whose
+# transformed item features it carries (serving/stages/ranking.py).
+RANKING_SOURCES = (RANKING_FILE, CATALOG_FILE)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,6 @@ def stage_interfaces(
     # through a variable-size dimension.
     user_cont = Tensor("user_continuous", "FP32", (len(user_spec.continuous) or -1,))
     rows = Tensor("candidate_rows", "INT64", (c,))
-    item_cat = Tensor("item_categorical", "INT64", (c, item_spec.categorical_width))
-    item_cont = Tensor("item_continuous", "FP32", (c, len(item_spec.continuous) or -1))
     ranking_scores = Tensor("ranking_scores", "FP32", (c,))
     user_id = Tensor(REQUEST_USER_ID, "INT64", (1,))
     exclude = Tensor("exclude_item_ids", "INT64", (-1,), optional=True)
@@ -118,10 +118,9 @@ def stage_interfaces(
             ),
             outputs=(rows, retrieval_scores),
         ),
-        "item_features": StageInterface(inputs=(rows,), outputs=(item_cat, item_cont)),
-        "ranking": StageInterface(
-            inputs=(user_cat, user_cont, item_cat, item_cont), outputs=(ranking_scores,)
-        ),
+        # The candidates' item features are looked up inside the ranking model (its catalog
+        # buffers), so the item spec shapes no tensor between stages.
+        "ranking": StageInterface(inputs=(user_cat, user_cont, rows), outputs=(ranking_scores,)),
         "reorder": StageInterface(
             inputs=(
                 rows,
@@ -300,11 +299,8 @@ def stage_files(artifacts_dir: Path) -> dict[str, dict[str, Path]]:
         },
         # The item spec travels with the version: it is what the catalog and the ranking
         # model's item embeddings were built against (checked by serving/versions/compat.py).
-        "item_features": {
-            CATALOG_FILE: models / CATALOG_FILE,
-            FEATURE_SPEC_FILE: workflows / ITEM_WORKFLOW_DIR / FEATURE_SPEC_FILE,
-        },
-        "ranking": {RANKING_MODEL_FILE: models / RANKING_FILE},
+        # model.pt is not copied but built from RANKING_SOURCES (write_model_set).
+        "ranking": {FEATURE_SPEC_FILE: workflows / ITEM_WORKFLOW_DIR / FEATURE_SPEC_FILE},
         "reorder": {CATALOG_FILE: models / CATALOG_FILE, PROFILE_FILE: models / PROFILE_FILE},
     }
 
@@ -325,7 +321,7 @@ def version_schema(repository: Path, version: int) -> FeatureSchema:
 def version_specs(repository: Path, version: int) -> tuple[FeatureSpec, FeatureSpec]:
     """The user and item feature specs a published version was built with."""
     user = repository / "user_features" / str(version) / USER_WORKFLOW_DIR / FEATURE_SPEC_FILE
-    item = repository / "item_features" / str(version) / FEATURE_SPEC_FILE
+    item = repository / "ranking" / str(version) / FEATURE_SPEC_FILE
     return FeatureSpec.from_json(user.read_text()), FeatureSpec.from_json(item.read_text())
 
 
@@ -364,8 +360,9 @@ def write_model_set(
     if version < 1:
         raise ValueError(f"model versions start at 1, got {version}")
     files = stage_files(artifacts_dir)
+    ranking_sources = [artifacts_dir / "models" / f for f in RANKING_SOURCES]
     for name in STAGE_MODEL_NAMES:
-        for source in files[name].values():
+        for source in (*files[name].values(), *(ranking_sources if name == "ranking" else ())):
             if not source.exists():
                 raise FileNotFoundError(f"artefact {source} for model {name!r} is missing")
     written = []
@@ -376,6 +373,11 @@ def write_model_set(
         version_dir.mkdir(parents=True)
         for destination, source in files[name].items():
             _copy(source, version_dir / destination)
+        if name == "ranking":
+            # torch only here: `versions list` and --help import this module and stay fast.
+            from serving.stages.ranking import export_catalog_ranking
+
+            export_catalog_ranking(*ranking_sources, version_dir / RANKING_MODEL_FILE)
         backend = serving.ranking_backend if name == "ranking" else "python"
         if backend == "python":
             _install_model_py(name, version_dir)

@@ -172,7 +172,7 @@ def test_corrupted_or_missing_model_files_fail_the_load_and_the_serving_version_
 ) -> None:
     version_dir = own_server.repository / "{}" / "1"
     corrupted = Path(str(version_dir).format("ranking")) / "model.pt"
-    missing = Path(str(version_dir).format("item_features")) / "catalog.npz"
+    missing = Path(str(version_dir).format("reorder")) / "catalog.npz"
     backups = {path: path.read_bytes() for path in (corrupted, missing)}
     admin = {own_server.server.restricted_api_header: own_server.admin_key}
 
@@ -187,21 +187,21 @@ def test_corrupted_or_missing_model_files_fail_the_load_and_the_serving_version_
         corrupted.write_bytes(b"not a TorchScript archive" * 40)
         missing.unlink()
         with ThreadPoolExecutor(max_workers=2) as pool:  # Triton loads them in parallel
-            ranking_error, item_error = pool.map(load, ["ranking", "item_features"])
+            ranking_error, reorder_error = pool.map(load, ["ranking", "reorder"])
     finally:
         for path, content in backups.items():
             path.write_bytes(content)
     assert f"cannot load its artefacts from {corrupted.parent}" in ranking_error
     assert "PytorchStreamReader failed" in ranking_error
-    assert f"cannot load its artefacts from {missing.parent}" in item_error
-    assert "No such file" in item_error or "FileNotFoundError" in item_error
+    assert f"cannot load its artefacts from {missing.parent}" in reorder_error
+    assert "No such file" in reorder_error or "FileNotFoundError" in reorder_error
     log = own_server.log_path.read_text(errors="replace")
     assert f"model 'ranking' version 1: cannot load its artefacts from {corrupted.parent}" in log
     # The versions loaded before keep serving, unchanged.
     with RecommenderClient(own_server.grpc_url, "grpc", retries=0) as client:
         for user, items in expected.items():
             assert client.recommend(user, TOP_K).item_ids == items
-    assert model_ready(own_server, "ranking") and model_ready(own_server, "item_features")
+    assert model_ready(own_server, "ranking") and model_ready(own_server, "reorder")
 
 
 def test_clients_ride_through_a_server_restart_without_wrong_answers(

@@ -1,5 +1,6 @@
 """The generated repository's structure. Triton itself validates it in test_server.py."""
 
+import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -45,13 +46,11 @@ def test_ranking_config_can_target_the_libtorch_backend(trained: TrainedSet) -> 
     config = build_stage_config("ranking", interface, serving, backend="pytorch_libtorch")
     assert config.platform == "pytorch_libtorch" and not config.backend
     assert config.default_model_filename == "model.pt"
-    # Input names equal RankingScorer.forward's argument names, which libtorch matches.
-    assert [i.name for i in config.input] == [
-        "user_categorical",
-        "user_continuous",
-        "item_categorical",
-        "item_continuous",
-    ]
+    # Input names equal the scripted model's forward arguments, which libtorch matches.
+    names = [i.name for i in config.input]
+    assert names == ["user_categorical", "user_continuous", "candidate_rows"]
+    model = torch.jit.load(str(trained.repository / "ranking" / "1" / "model.pt"))
+    assert [a.name for a in model.forward.schema.arguments][1:] == names
 
 
 def test_a_second_version_lands_beside_the_first(trained: TrainedSet, tmp_path) -> None:  # type: ignore[no-untyped-def]

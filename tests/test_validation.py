@@ -202,7 +202,7 @@ EARLY_CASES = [
         ("input 'age' must be between 0 and 150",),
     ),
 ]
-DOWNSTREAM = ("retrieval", "item_features", "ranking", "reorder")
+DOWNSTREAM = ("retrieval", "ranking", "reorder")
 
 
 def stage_counts(triton: TritonServer) -> dict[str, tuple[int, int, int]]:
@@ -471,14 +471,10 @@ def _direct_ranking_inputs(triton: TritonServer, user: int) -> list[Tensor]:
     user_id = grpcclient.InferInput("user_id", [1, 1], "INT64")
     user_id.set_data_from_numpy(np.array([[user]], np.int64))
     users = client.infer("user_features", [user_id])
-    rows = grpcclient.InferInput("candidate_rows", [1, 100], "INT64")
-    rows.set_data_from_numpy(np.arange(100, dtype=np.int64).reshape(1, 100))
-    items = client.infer("item_features", [rows])
     return [
         ("user_categorical", users.as_numpy("user_categorical"), "INT64"),
         ("user_continuous", users.as_numpy("user_continuous"), "FP32"),
-        ("item_categorical", items.as_numpy("item_categorical"), "INT64"),
-        ("item_continuous", items.as_numpy("item_continuous"), "FP32"),
+        ("candidate_rows", np.arange(100, dtype=np.int64).reshape(1, 100), "INT64"),
     ]
 
 
@@ -554,15 +550,18 @@ def test_bad_requests_in_the_ensemble_do_not_disturb_concurrent_good_ones(
             assert isinstance(answer, InvalidRequestError), answer
 
 
-def test_direct_call_with_rows_outside_the_catalog_is_refused(triton: TritonServer) -> None:
+def test_direct_call_with_rows_outside_the_catalog_is_refused(
+    triton: TritonServer, known_user: int
+) -> None:
     """Rows below -1 would wrap around in numpy (-1 marks an unfilled slot): refused."""
-    for rows in (-2, 10**6):  # -1 is an unfilled slot, allowed
-        with pytest.raises(InferenceServerException, match="input 'candidate_rows' must"):
-            raw_infer_model(triton, "item_features", np.full((1, 100), rows, np.int64))
-
-
-def raw_infer_model(triton: TritonServer, model: str, rows: np.ndarray) -> Any:
     client = grpcclient.InferenceServerClient(triton.grpc_url)
-    tensor = grpcclient.InferInput("candidate_rows", list(rows.shape), "INT64")
-    tensor.set_data_from_numpy(rows)
-    return client.infer(model, [tensor])
+    for rows in (-2, 10**6):  # -1 is an unfilled slot, allowed
+        inputs = []
+        for name, array, datatype in _direct_ranking_inputs(triton, known_user):
+            if name == "candidate_rows":
+                array = np.full((1, 100), rows, np.int64)
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException, match="input 'candidate_rows' must"):
+            client.infer("ranking", inputs)

@@ -384,11 +384,34 @@ def test_a_version_with_other_tensor_shapes_cannot_load_beside_the_serving_one(
     repository = tmp_path / "model_repository"
     shutil.copytree(trained.repository, repository)
     write_model_set(trained.artifacts, repository, settings.serving, 2)
-    spec_file = repository / "item_features" / "2" / "feature_spec.json"
+    spec_file = repository / "user_features" / "2" / "user_workflow" / "feature_spec.json"
     spec = json.loads(spec_file.read_text())
-    spec["continuous"].append("price_squared")
+    width = len(spec["continuous"])
+    spec["continuous"].append("age_squared")
     spec_file.write_text(json.dumps(spec))
     problems = versions.side_by_side_problems(repository, 1, 2, settings.serving)
-    # The item features' producer and their consumer both change shape.
-    assert [p.split(":")[0] for p in problems] == ["item_features", "ranking"]
-    assert all("item_continuous[100, 1]" in p and "item_continuous[100, 2]" in p for p in problems)
+    # The user features' producer and both their consumers change shape.
+    assert [p.split(":")[0] for p in problems] == ["user_features", "retrieval", "ranking"]
+    assert all(
+        f"user_continuous[{width}]" in p and f"user_continuous[{width + 1}]" in p for p in problems
+    )
+
+
+def test_a_model_set_built_for_five_stages_is_refused_naming_the_stage(
+    trained: TrainedSet, tmp_path: Path
+) -> None:
+    """Model sets published before item features moved inside ranking list an
+    `item_features` stage this code does not serve: refused, not half-loaded."""
+    from serving.manifest import _fingerprint, hash_tree, manifest_path, write_json
+
+    repository = tmp_path / "model_repository"
+    shutil.copytree(trained.repository, repository)
+    old_stage = repository / "item_features" / "1"
+    old_stage.mkdir(parents=True)
+    shutil.copy2(repository / "reorder" / "1" / "catalog.npz", old_stage / "catalog.npz")
+    manifest = json.loads(manifest_path(repository, 1).read_text())
+    manifest["files"]["item_features"] = hash_tree(old_stage)
+    manifest["fingerprint"] = _fingerprint(manifest["files"])
+    write_json(manifest_path(repository, 1), manifest)
+    with pytest.raises(VersionError, match=r"built with stages \['item_features'\]"):
+        versions.verify_files(repository, 1)

@@ -1,4 +1,4 @@
-"""The five serving stages as plain numpy-in/numpy-out operators, one module each.
+"""The four serving stages as plain numpy-in/numpy-out operators, one module each.
 
 Each stage loads its artefacts from one model version directory and works on a whole
 batch at once. The Triton Python models (serving/triton_models/) are thin wrappers that
@@ -7,14 +7,12 @@ chain (serving/stages/chain.py) runs the same stages without a server, which is 
 parity tests and the in-process baseline compare against.
 """
 
-from serving.stages.item_features import ItemFeatureStage
 from serving.stages.ranking import RankingStage
 from serving.stages.reorder import Recommendation, ReorderStage
 from serving.stages.retrieval import RetrievalStage
 from serving.stages.user_features import RawColumns, UserFeatureStage
 
 __all__ = [
-    "ItemFeatureStage",
     "RankingStage",
     "RawColumns",
     "Recommendation",

@@ -12,7 +12,6 @@ import numpy as np
 
 from recsys.settings import ServingSettings
 from serving.overrides import parse_override
-from serving.stages.item_features import ItemFeatureStage
 from serving.stages.ranking import RankingStage
 from serving.stages.reorder import Recommendation, ReorderStage
 from serving.stages.retrieval import RetrievalStage
@@ -26,7 +25,6 @@ class InProcessRecommender:
     serving: ServingSettings
     user_features: UserFeatureStage = field(init=False)
     retrieval: RetrievalStage = field(init=False)
-    item_features: ItemFeatureStage = field(init=False)
     ranking: RankingStage = field(init=False)
     reorder: ReorderStage = field(init=False)
 
@@ -36,7 +34,6 @@ class InProcessRecommender:
 
         self.user_features = UserFeatureStage(version_dir("user_features"))
         self.retrieval = RetrievalStage(version_dir("retrieval"), self.serving.num_candidates)
-        self.item_features = ItemFeatureStage(version_dir("item_features"))
         self.ranking = RankingStage(version_dir("ranking"))
         self.reorder = ReorderStage(
             version_dir("reorder"), self.serving.max_top_k, self.serving.retrieval_weight
@@ -68,8 +65,7 @@ class InProcessRecommender:
             session = [np.asarray(ids, dtype=np.int64) for ids in history_item_ids]
         rows, retrieval_scores = self.retrieval(user_cat, user_cont, user_ids, exclude, seen,
                                                 session)  # fmt: skip
-        item_cat, item_cont = self.item_features(rows)
-        scores = self.ranking(user_cat, user_cont, item_cat, item_cont)
+        scores = self.ranking(user_cat, user_cont, rows)
         return [
             self.reorder(
                 rows[i],

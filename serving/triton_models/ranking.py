@@ -1,4 +1,5 @@
-"""Triton model `ranking`: the scripted DLRM (model.pt) run through the Python backend.
+"""Triton model `ranking`: the scripted DLRM with the catalog's item features inside
+(model.pt) run through the Python backend.
 
 The same model.pt loads unchanged in the `pytorch_libtorch` backend of a production image
 (serving.ranking_backend in config/default.yaml); this wrapper exists because the server
@@ -12,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys.contract import NO_CANDIDATE
 from serving import triton_io
 from serving.stages import RankingStage
 
-INPUTS = ("user_categorical", "user_continuous", "item_categorical", "item_continuous")
+INPUTS = ("user_categorical", "user_continuous", "candidate_rows")
 
 
 class TritonPythonModel:
@@ -26,11 +28,12 @@ class TritonPythonModel:
 
     def _parse(self, request: Any) -> dict[str, np.ndarray]:
         arrays = {name: triton_io.required_input(request, name) for name in INPUTS}
-        for name, array in arrays.items():
-            if name.endswith("categorical"):
-                triton_io.check_index(name, array)
-            else:
-                triton_io.check_finite(name, array)
+        triton_io.check_index("user_categorical", arrays["user_categorical"])
+        triton_io.check_finite("user_continuous", arrays["user_continuous"])
+        # Rows index the catalog: a negative row would silently wrap to another item.
+        triton_io.check_index(
+            "candidate_rows", arrays["candidate_rows"], self.stage.catalog_size, NO_CANDIDATE
+        )
         return arrays
 
     def _run(self, batch: list[dict[str, np.ndarray]]) -> list[Any]:

@@ -111,11 +111,10 @@ def _query_tower_problems(
 def _catalog_problems(
     repository: Path, version: int, item_spec: FeatureSpec
 ) -> tuple[int | None, list[str]]:
-    """(the catalog's item count, problems); retrieval, item_features and reorder carry one
-    catalog."""
+    """(the catalog's item count, problems); retrieval and reorder carry one catalog (the
+    ranking model carries its features, checked by _ranking_problems)."""
     first, *others = (
-        repository / name / str(version) / CATALOG_FILE
-        for name in ("item_features", "retrieval", "reorder")
+        repository / name / str(version) / CATALOG_FILE for name in ("retrieval", "reorder")
     )
     try:
         same = all(sha256_file(first) == sha256_file(other) for other in others)
@@ -124,7 +123,7 @@ def _catalog_problems(
             rows = len(catalog["item_ids"])
     except Exception as exc:
         return None, [f"the catalog does not load: {exc}"]
-    problems = [] if same else ["retrieval, item_features and reorder carry different catalogs"]
+    problems = [] if same else ["retrieval and reorder carry different catalogs"]
     widths = (categorical.shape[1:], continuous.shape[1:])
     if widths != ((item_spec.categorical_width,), (len(item_spec.continuous),)):
         problems.append(
@@ -157,7 +156,7 @@ def _index_problems(
 
 
 def _ranking_problems(
-    version_dir: Path, user_spec: FeatureSpec, item_spec: FeatureSpec
+    version_dir: Path, user_spec: FeatureSpec, item_spec: FeatureSpec, items: int | None
 ) -> list[str]:
     import torch
 
@@ -165,8 +164,12 @@ def _ranking_problems(
         ranker = torch.jit.load(str(version_dir / RANKING_MODEL_FILE), map_location="cpu")
         cardinalities = [*user_spec.cardinalities, *item_spec.cardinalities]
         problems = _tables_match("the DLRM", ranker, cardinalities)
+        catalog_rows = int(ranker.item_categorical.shape[0])
+        if items is not None and catalog_rows != items:
+            problems.append(f"the ranking model carries {catalog_rows} items, the catalog {items}")
+        candidates = torch.tensor([[0, catalog_rows - 1, -1]] * 2, dtype=torch.int64)
         with torch.inference_mode():
-            scores = ranker(*_probe(user_spec, (2,)), *_probe(item_spec, (2, 3)))
+            scores = ranker(*_probe(user_spec, (2,)), candidates)
     except Exception as exc:
         return [f"the DLRM does not take the workflows' output: {exc}"]
     if tuple(scores.shape) != (2, 3):
@@ -197,7 +200,7 @@ def schema_problems(repository: Path, version: int, serving: ServingSettings) ->
     items, found = _catalog_problems(repository, version, item_spec)
     problems += found
     problems += _index_problems(version_dir("retrieval"), items, query_dim, serving.num_candidates)
-    problems += _ranking_problems(version_dir("ranking"), user_spec, item_spec)
+    problems += _ranking_problems(version_dir("ranking"), user_spec, item_spec, items)
     return problems
 
 
