@@ -142,6 +142,25 @@ def row_of_id(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(sorted_ids[positions] == ids, positions, len(sorted_ids))
 
 
+class RowLookup:
+    """Row of each id in an unsorted id array (-1 where unknown): one binary search over
+    the ids sorted once. Not a pandas Index: its fixed cost per call (~50 us) dominates when
+    a request looks up a few ids."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = np.asarray(ids, dtype=np.int64)[self._order]
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(self._sorted):
+            return np.full(len(ids), -1, dtype=np.int64)
+        positions = row_of_id(self._sorted, ids)
+        found = positions < len(self._sorted)
+        rows = self._order[np.minimum(positions, len(self._sorted) - 1)]
+        return np.where(found, rows, -1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class History:
     """Each known user's latest training interactions, as catalog rows in time order.

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from recsys.contract import CATALOG_FILE, Catalog, order_keys
+from recsys.contract import CATALOG_FILE, Catalog, RowLookup, order_keys
 
 
 @dataclass(frozen=True)
@@ -31,13 +30,13 @@ class ReorderStage:
         catalog = Catalog.load(version_dir / CATALOG_FILE)
         self.item_ids = catalog.item_ids
         self.popularity_decile = catalog.popularity_decile
-        self._row_of = pd.Index(catalog.item_ids)
+        self._row_of = RowLookup(catalog.item_ids)
         self.max_top_k = max_top_k
         self.retrieval_weight = retrieval_weight
 
     def deciles_of(self, item_ids: np.ndarray) -> np.ndarray:
         """Training-popularity decile of served items (for coverage monitoring)."""
-        return self.popularity_decile[self._row_of.get_indexer(item_ids)]
+        return self.popularity_decile[self._row_of(item_ids)]
 
     def __call__(
         self,

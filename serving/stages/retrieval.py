@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from recsys.ann import load_index, search_parameters
@@ -22,6 +21,7 @@ from recsys.contract import (
     QUERY_TOWER_FILE,
     Catalog,
     History,
+    RowLookup,
     first_allowed,
     history_matrix,
     take_allowed,
@@ -47,14 +47,14 @@ class RetrievalStage:
         self.num_candidates = num_candidates
         self.history = History.load(version_dir / HISTORY_FILE)
         self.history_length = int(self.query_tower.history_length)
-        self._row_of = pd.Index(Catalog.load(version_dir / CATALOG_FILE).item_ids)
+        self._row_of = RowLookup(Catalog.load(version_dir / CATALOG_FILE).item_ids)
 
     def session_rows(self, history_item_ids: list[np.ndarray] | None) -> list[np.ndarray] | None:
         """Catalog rows of each request row's session items (unknown ids and -1 padding
         dropped: an item the model set does not know cannot be pooled or recommended)."""
         if history_item_ids is None:
             return None
-        rows = [self._row_of.get_indexer(ids[ids >= 0]) for ids in history_item_ids]
+        rows = [self._row_of(ids[ids >= 0]) for ids in history_item_ids]
         return [r[r >= 0].astype(np.int64) for r in rows]
 
     def excluded_rows(
@@ -78,7 +78,7 @@ class RetrievalStage:
                 excluded[i] = np.union1d(excluded[i], rows)
         if exclude_item_ids is not None:
             for i, ids in enumerate(exclude_item_ids):
-                rows = self._row_of.get_indexer(ids[ids >= 0])
+                rows = self._row_of(ids[ids >= 0])
                 excluded[i] = np.union1d(excluded[i], rows[rows >= 0])
         return excluded
 
