@@ -111,8 +111,10 @@ def test_a_request_past_its_deadline_is_computed_by_no_stage(
         assert after[stage][2] == before[stage][2], f"{stage} computed an expired request"
 
 
-def cancelled_request(server: TritonServer, user: int) -> None:
-    """A raw gRPC call without Triton's `timeout` parameter, abandoned after GIVE_UP_S."""
+def counts_around_a_cancelled_request(server: TritonServer, user: int) -> tuple[Counts, Counts]:
+    """Counts before and after a raw gRPC call without Triton's `timeout` parameter,
+    abandoned after GIVE_UP_S."""
+    before = counts(server)
     inputs = [grpcclient.InferInput("user_id", [1, 1], "INT64"),
               grpcclient.InferInput("top_k", [1, 1], "INT32")]  # fmt: skip
     inputs[0].set_data_from_numpy(np.array([[user]], np.int64))
@@ -122,14 +124,13 @@ def cancelled_request(server: TritonServer, user: int) -> None:
         pytest.raises(InferenceServerException, match="DEADLINE_EXCEEDED|Deadline"),
     ):
         client.infer(ENSEMBLE_NAME, inputs, client_timeout=GIVE_UP_S)
+    return before, settled_counts(server, before)
 
 
 def test_a_cancelled_request_reaches_no_later_stage(
     holding_server: TritonServer, trained: TrainedSet
 ) -> None:
-    before = counts(holding_server)
-    cancelled_request(holding_server, user_id(trained))
-    after = settled_counts(holding_server, before)
+    before, after = counts_around_a_cancelled_request(holding_server, user_id(trained))
     for stage in LATER_STAGES:
         assert after[stage][2] == before[stage][2], f"{stage} computed a cancelled request"
 
@@ -142,7 +143,5 @@ def test_a_cancelled_request_reaches_no_later_stage(
 def test_a_cancelled_request_is_not_computed_by_the_stage_it_waits_in(
     holding_server: TritonServer, trained: TrainedSet
 ) -> None:
-    before = counts(holding_server)
-    cancelled_request(holding_server, user_id(trained))
-    after = settled_counts(holding_server, before)
+    before, after = counts_around_a_cancelled_request(holding_server, user_id(trained))
     assert after[HELD_STAGE][0] == before[HELD_STAGE][0], "the held stage computed it"
