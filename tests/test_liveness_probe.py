@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from recsys.contract import STAGE_MODEL_NAMES
 from serving.launcher import TritonServer
 from tests.conftest import TrainedSet, free_port
 
@@ -46,7 +47,7 @@ def test_probe_fails_once_a_stub_is_dead(trained: TrainedSet, tmp_path: Path) ->
         assert server.process is not None
         stubs = [c for c in psutil.Process(server.process.pid).children()
                  if "triton_python_backend_stub" in " ".join(c.cmdline())]  # fmt: skip
-        assert len(stubs) == 5
+        assert len(stubs) == len(STAGE_MODEL_NAMES)  # one Python-backend stub per stage
         os.kill(stubs[0].pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         result = probe(server)
