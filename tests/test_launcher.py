@@ -125,7 +125,6 @@ def start_launcher(tmp_path: Path) -> Iterator[StartLauncher]:
 def test_server_dies_with_a_killed_launcher(trained: TrainedSet, tmp_path) -> None:  # type: ignore[no-untyped-def]
     script = textwrap.dedent(f"""
         import time
-import urllib.request
         from pathlib import Path
         from recsys.settings import load_settings
         from serving.launcher import TritonServer

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.contract import METRICS_FILE
+from recsys.contract import CATALOG_FILE, METRICS_FILE, RANKING_FILE, Catalog
 from tests.conftest import TrainedSet
 from training.metrics import log_loss, recall_at_k, roc_auc
 
@@ -53,12 +53,36 @@ def test_metrics_json_is_written_next_to_the_models(trained: TrainedSet) -> None
     assert written == pytest.approx(trained.metrics)
 
 
-def test_scripted_ranker_scores_one_user_against_candidates(trained: TrainedSet) -> None:
-    scorer = torch.jit.load(str(trained.repository / "ranking" / "1" / "model.pt"))
+def test_the_trained_scorer_scores_one_user_against_item_features(trained: TrainedSet) -> None:
+    scorer = torch.jit.load(str(trained.artifacts / "models" / RANKING_FILE))
     user_cat = torch.tensor([[3, 4, 3, 10]])
     user_cont = torch.zeros((1, 1))
     item_cat = torch.tensor([[[3, 3, 3], [4, 4, 4]]])
     item_cont = torch.zeros((1, 2, 1))
     scores = scorer(user_cat, user_cont, item_cat, item_cont)
     assert scores.shape == (1, 2)
+    assert torch.all((scores > 0) & (scores < 1))
+
+
+def test_the_served_ranker_looks_up_the_candidates_item_features_in_the_catalog(
+    trained: TrainedSet,
+) -> None:
+    """The repository's model.pt is the trained scorer with the catalog inside: scoring
+    catalog rows equals scoring those rows' features with the scorer; -1 slots still score."""
+    models = trained.artifacts / "models"
+    scorer = torch.jit.load(str(models / RANKING_FILE))
+    served = torch.jit.load(str(trained.repository / "ranking" / "1" / "model.pt"))
+    catalog = Catalog.load(models / CATALOG_FILE)
+    user_cat = torch.tensor([[3, 4, 3, 10]])
+    user_cont = torch.zeros((1, 1))
+    rows = [0, len(catalog.categorical) - 1]
+    scores = served(user_cat, user_cont, torch.tensor([[*rows, -1]]))
+    assert scores.shape == (1, 3)
+    expected = scorer(
+        user_cat,
+        user_cont,
+        torch.from_numpy(catalog.categorical[rows])[None],
+        torch.from_numpy(catalog.continuous[rows])[None],
+    )
+    torch.testing.assert_close(scores[:, :2], expected)
     assert torch.all((scores > 0) & (scores < 1))
