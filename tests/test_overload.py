@@ -34,9 +34,13 @@ pytestmark = pytest.mark.server
 
 HEY = shutil.which("hey") or "/usr/bin/hey"
 RETRIABLE = {200, 429, 503}
-# The "small multiple": successful p99 under overload vs the p99 at concurrency 1. Generous
-# for a noisy shared 2-core machine, and still far below what an unbounded queue gives.
-P99_RATIO_BOUND = 10.0
+# The "small multiple": successful p99 under overload vs the p99 at concurrency 1. Was 10x
+# while the concurrency-1 p99 was 16-19 ms (five stages). The four-stage chain answers at
+# 4.7-8.5 ms, but an overloaded request still pays the HTTP front end and hey sharing the
+# two cores, and the budget is per step (4 queues): 43.6 and 124.6 ms, i.e. 9.3x and 14.7x
+# (2026-11-22, one CI run failed at 10x). An unbounded queue gives 76.6x, so the bound
+# still fails without the queue policy.
+P99_RATIO_BOUND = 20.0
 OVERLOAD_FACTOR = 3.0
 OVERLOAD_WORKERS = 192
 OVERLOAD_SECONDS = 12.0
